@@ -1,0 +1,1 @@
+"""Checkpoint -> edge-embed bundle (needs the `export` extra: torch, safetensors, onnx)."""

@@ -1,0 +1,174 @@
+"""Embedder: the public runtime API. Text -> tokens -> ORT session -> pooled -> post-processed."""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edge_embed.batching import BatchLimits, pad, plan_batches
+from edge_embed.errors import EdgeEmbedError, InputError
+from edge_embed.manifest import TASK_ALIASES, read_manifest, verify_files
+from edge_embed.pooling import binarize, matryoshka, mean_pool
+from edge_embed.progress import Progress
+from edge_embed.session import create_session, resolve_precision, resolve_providers
+from edge_embed.tokenize import TextTokenizer
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class TruncationWarning(UserWarning):
+    """Some texts were longer than the model's max length and were cut."""
+
+
+class Embedder:
+    """Embeds texts with an edge-embed bundle.
+
+    >>> m = Embedder("bundle/", precision="int8")
+    >>> m.embed(["search me"], task="search_query", dim=256).shape
+    (1, 256)
+    """
+
+    def __init__(
+        self,
+        bundle: str | Path,
+        precision: str = "auto",
+        providers: str | list[str] = "auto",
+        threads: int | None = None,
+        max_length: int | None = None,
+        batch_limits: BatchLimits | None = None,
+        verify: bool = True,
+    ):
+        self.bundle = Path(bundle)
+        self.manifest = read_manifest(self.bundle)
+        self.providers = resolve_providers(providers)
+        self.precision = resolve_precision(precision, self.providers, list(self.manifest.models))
+        files = self.manifest.models[self.precision]
+        if verify:
+            verify_files(self.bundle, self.manifest, [TOKENIZER_FILE, *files])
+        self.max_length = self._check_max_length(max_length)
+        self.tokenizer = TextTokenizer(self.bundle / TOKENIZER_FILE, self.max_length)
+        self.session = create_session(self.bundle / files[0], self.providers, threads)
+        self.batch_limits = batch_limits or BatchLimits()
+
+    def _check_max_length(self, max_length: int | None) -> int:
+        limit = self.manifest.max_length
+        if max_length is None:
+            return limit
+        if not isinstance(max_length, int) or not 8 <= max_length <= limit:
+            raise InputError(f"max_length must be an int from 8 to {limit} for this model, not {max_length!r}")
+        return max_length
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        """(smallest, largest) Matryoshka dimension this model allows."""
+        return self.manifest.matryoshka.min_dim, self.manifest.matryoshka.max_dim
+
+    @property
+    def tasks(self) -> list[str]:
+        return sorted(self.manifest.prefixes)
+
+    def prefix(self, task: str | None) -> str:
+        if task is None:
+            return ""
+        if not isinstance(task, str):
+            raise InputError(f"task must be a string or None, not {type(task).__name__}")
+        name = TASK_ALIASES.get(task, task)
+        if name not in self.manifest.prefixes:
+            raise InputError(f"unknown task {task!r}; use one of {self.tasks} or None for raw text")
+        return self.manifest.prefixes[name]
+
+    def _check_dim(self, dim: int | None, binary: bool) -> int:
+        low, high = self.dims
+        if dim is None:
+            dim = high
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not low <= dim <= high:
+            raise InputError(f"dim must be an int from {low} to {high} for this model, not {dim!r}")
+        if binary and dim % 8:
+            raise InputError(f"binary embeddings need dim to be a multiple of 8, not {dim}")
+        return int(dim)
+
+    @staticmethod
+    def _check_texts(texts: Sequence[str]) -> list[str]:
+        if isinstance(texts, str):
+            raise InputError("texts must be a list of strings; wrap a single text as [text]")
+        try:
+            texts = list(texts)
+        except TypeError:
+            raise InputError(f"texts must be a list of strings, not {type(texts).__name__}") from None
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InputError(f"texts[{index}] is a {type(text).__name__}, not a string")
+            if not text.strip():
+                raise InputError(f"texts[{index}] is empty; remove empty texts before embedding")
+        return texts
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        task: str | None = None,
+        dim: int | None = None,
+        binary: bool = False,
+        truncation: str = "truncate",
+        progress: bool | None = None,
+    ) -> np.ndarray:
+        """Embed texts (in input order).
+
+        Returns float32 [n, dim] with unit L2 norm, or with binary=True, uint8 [n, dim / 8]
+        (packed sign bits, numpy.packbits order). texts longer than the max length are cut
+        (truncation="truncate", with a TruncationWarning), rejected ("error"), or split into
+        windows whose mean-pooled states are averaged ("chunk").
+        """
+        texts = self._check_texts(texts)
+        prefix = self.prefix(task)
+        dim = self._check_dim(dim, binary)
+        width = dim // 8 if binary else dim
+        if not texts:
+            return np.zeros((0, width), dtype=np.uint8 if binary else np.float32)
+        pooled = self.pooled(texts, prefix, truncation, progress)
+        mat = self.manifest.matryoshka
+        out = matryoshka(pooled, dim, mat.layer_norm, mat.layer_norm_eps)
+        return binarize(out) if binary else out
+
+    def pooled(self, texts: list[str], prefix: str, truncation: str, progress: bool | None) -> np.ndarray:
+        """Mean-pooled token states [n, hidden] (float32), in input order."""
+        encoded = self.tokenizer.encode(texts, prefix, truncation)
+        if encoded.truncated:
+            warnings.warn(
+                f"{len(encoded.truncated)} of {len(texts)} texts were longer than {self.max_length} "
+                "tokens and were truncated; pass truncation='chunk' to embed them whole",
+                TruncationWarning,
+                stacklevel=3,
+            )
+        lengths = [len(seq) for seq in encoded.sequences]
+        sums = np.zeros((len(texts), self.manifest.hidden_size), dtype=np.float64)
+        counts = np.zeros(len(texts), dtype=np.float64)
+        enabled = progress if progress is not None else (sum(lengths) > 100_000 or None)
+        with Progress(len(texts), "embedding", enabled=enabled) as bar:
+            for batch in plan_batches(lengths, self.batch_limits):
+                ids, mask = pad([encoded.sequences[i] for i in batch], self.manifest.pad_token_id)
+                pooled = mean_pool(self._run(ids, mask), mask)
+                owners = encoded.owner[batch]
+                # A chunked text's windows are averaged by token count, i.e. one mean over all tokens.
+                weights = mask.sum(axis=1)
+                np.add.at(sums, owners, pooled * weights[:, None])
+                np.add.at(counts, owners, weights)
+                bar.update(len(set(owners.tolist())))
+        return (sums / counts[:, None]).astype(np.float32)
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        try:
+            return self.session.run([self.manifest.output_name], feeds)[0]
+        except Exception as exc:  # an ORT failure deep inside: say what was being run
+            raise EdgeEmbedError(
+                f"onnxruntime failed on a batch of {ids.shape[0]} x {ids.shape[1]} tokens "
+                f"({self.precision}, {self.providers[0]}): {exc}"
+            ) from exc
+
+    def __repr__(self) -> str:
+        return (
+            f"Embedder({str(self.bundle)!r}, family={self.manifest.family!r}, "
+            f"precision={self.precision!r}, provider={self.providers[0]!r})"
+        )

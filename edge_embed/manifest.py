@@ -1,0 +1,156 @@
+"""The bundle manifest (`edge_embed.json`): the one contract between export/ and the runtime.
+
+A bundle is a directory:
+    edge_embed.json     this manifest
+    tokenizer.json      Hugging Face tokenizers file (padding/truncation off)
+    model.fp32.onnx     and model.int8.onnx (+ model.fp16.onnx, external data files)
+    validation.json     the export's parity report
+Every file is listed with its sha256; the runtime checks the ones it opens.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_embed.errors import BundleError
+
+MANIFEST_NAME = "edge_embed.json"
+FORMAT = "edge-embed-bundle"
+FORMAT_VERSION = 1
+TASKS = ("search_query", "search_document", "clustering", "classification")
+# The v2 sentence-transformers prompt names, accepted as aliases.
+TASK_ALIASES = {"query": "search_query", "passage": "search_document", "document": "search_document"}
+
+
+@dataclass(frozen=True)
+class Matryoshka:
+    min_dim: int
+    max_dim: int
+    layer_norm: bool  # v1.5: layer_norm (no affine) before truncation
+    layer_norm_eps: float = 1e-5
+
+
+@dataclass(frozen=True)
+class Manifest:
+    family: str  # "nomic-embed-text-v1.5", "nomic-embed-text-v2-moe" or "bert"
+    hidden_size: int
+    max_length: int
+    pad_token_id: int
+    prefixes: dict[str, str]
+    matryoshka: Matryoshka
+    models: dict[str, list[str]]  # precision -> [onnx file, external data files...]
+    files: dict[str, str]  # relative path -> sha256
+    input_names: tuple[str, ...] = ("input_ids", "attention_mask")
+    output_name: str = "last_hidden_state"
+    pooling: str = "mean"
+    extra: dict = field(default_factory=dict)  # source, rotary, moe, tools: informational
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "family": self.family,
+            "hidden_size": self.hidden_size,
+            "max_length": self.max_length,
+            "pad_token_id": self.pad_token_id,
+            "pooling": self.pooling,
+            "matryoshka": {
+                "min_dim": self.matryoshka.min_dim,
+                "max_dim": self.matryoshka.max_dim,
+                "recipe": (
+                    "mean_pool -> layer_norm(no affine) -> truncate -> l2_normalize"
+                    if self.matryoshka.layer_norm
+                    else "mean_pool -> truncate -> l2_normalize"
+                ),
+                "layer_norm": self.matryoshka.layer_norm,
+                "layer_norm_eps": self.matryoshka.layer_norm_eps,
+            },
+            "prefixes": self.prefixes,
+            "inputs": list(self.input_names),
+            "output": self.output_name,
+            "models": self.models,
+            "files": self.files,
+            **self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Manifest":
+        if data.get("format") != FORMAT:
+            raise BundleError(f"{MANIFEST_NAME} is not an edge-embed manifest (format={data.get('format')!r})")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(
+                f"bundle format version {version} is not supported by this edge-embed "
+                f"(it reads version {FORMAT_VERSION}); re-export the model with this version "
+                "or install the edge-embed release that wrote it"
+            )
+        try:
+            mat = data["matryoshka"]
+            known = {
+                "format", "format_version", "family", "hidden_size", "max_length", "pad_token_id",
+                "pooling", "matryoshka", "prefixes", "inputs", "output", "models", "files",
+            }
+            return cls(
+                family=data["family"],
+                hidden_size=int(data["hidden_size"]),
+                max_length=int(data["max_length"]),
+                pad_token_id=int(data["pad_token_id"]),
+                prefixes=dict(data["prefixes"]),
+                matryoshka=Matryoshka(
+                    int(mat["min_dim"]), int(mat["max_dim"]), bool(mat["layer_norm"]),
+                    float(mat.get("layer_norm_eps", 1e-5)),
+                ),
+                models={k: list(v) for k, v in data["models"].items()},
+                files=dict(data["files"]),
+                input_names=tuple(data["inputs"]),
+                output_name=data["output"],
+                pooling=data.get("pooling", "mean"),
+                extra={k: v for k, v in data.items() if k not in known},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{MANIFEST_NAME} is incomplete or malformed ({exc!r}); re-export the bundle") from exc
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(bundle: Path) -> Manifest:
+    bundle = Path(bundle)
+    if not bundle.is_dir():
+        raise BundleError(f"bundle directory {bundle} does not exist; create one with `python -m export SRC --out {bundle}`")
+    path = bundle / MANIFEST_NAME
+    if not path.exists():
+        raise BundleError(f"{bundle} has no {MANIFEST_NAME}: it is not an edge-embed bundle (export one with `python -m export`)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path} is not valid JSON ({exc}); the bundle is corrupted, re-export it") from exc
+    return Manifest.from_json(data)
+
+
+def verify_files(bundle: Path, manifest: Manifest, names: list[str]) -> None:
+    """Check presence and sha256 of the given bundle files against the manifest."""
+    for name in names:
+        path = Path(bundle) / name
+        if name not in manifest.files:
+            raise BundleError(f"{name} is not listed in {MANIFEST_NAME}; the bundle is inconsistent, re-export it")
+        if not path.exists():
+            raise BundleError(f"bundle file {path} is missing; copy the whole bundle directory or re-export it")
+        if sha256_file(path) != manifest.files[name]:
+            raise BundleError(
+                f"checksum mismatch for {path}: the file is corrupted or was changed after export; "
+                "re-copy or re-export the bundle"
+            )
+
+
+def write_manifest(bundle: Path, manifest: Manifest) -> Path:
+    path = Path(bundle) / MANIFEST_NAME
+    path.write_text(json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,66 @@
+"""The one place that creates ONNX Runtime sessions: providers, precision, threads, options."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnxruntime as ort
+
+from edge_embed.errors import BundleError, InputError
+
+GPU_PROVIDERS = ("CUDAExecutionProvider", "ROCMExecutionProvider", "DmlExecutionProvider")
+PRECISIONS = ("auto", "int8", "fp32", "fp16")
+
+
+def resolve_providers(providers: str | list[str] = "auto", available: list[str] | None = None) -> list[str]:
+    """"auto" -> the first GPU provider present, then CPU; an explicit list is checked.
+
+    CPU is always appended last so nodes a GPU provider lacks still run.
+    """
+    available = list(ort.get_available_providers() if available is None else available)
+    if providers == "auto":
+        chosen = [p for p in GPU_PROVIDERS if p in available][:1]
+    elif providers == "cpu":
+        chosen = []
+    elif providers in ("cuda", "gpu"):
+        chosen = ["CUDAExecutionProvider"]
+    elif isinstance(providers, (list, tuple)) and all(isinstance(p, str) for p in providers):
+        chosen = [p for p in providers if p != "CPUExecutionProvider"]
+    else:
+        raise InputError(f"providers must be 'auto', 'cpu', 'cuda' or a list of provider names, not {providers!r}")
+    missing = [p for p in chosen if p not in available]
+    if missing:
+        hint = " (pip install edge-embed[gpu] for CUDA)" if "CUDAExecutionProvider" in missing else ""
+        raise InputError(
+            f"execution provider(s) {missing} are not available in this onnxruntime; "
+            f"available: {available}{hint}"
+        )
+    return chosen + ["CPUExecutionProvider"]
+
+
+def resolve_precision(precision: str, providers: list[str], bundled: list[str]) -> str:
+    """"auto" -> int8 on CPU (dynamic int8 is a CPU optimisation), fp16 then fp32 on a GPU."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision == "auto":
+        on_gpu = providers[0] != "CPUExecutionProvider"
+        preference = ("fp16", "fp32", "int8") if on_gpu else ("int8", "fp32", "fp16")
+        for candidate in preference:
+            if candidate in bundled:
+                return candidate
+    if precision not in bundled:
+        raise InputError(f"this bundle has no {precision} model; it has {sorted(bundled)}")
+    return precision
+
+
+def create_session(path: Path, providers: list[str], threads: int | None = None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # ORT warnings about unused initializers are noise to users
+    try:
+        return ort.InferenceSession(os.fspath(path), sess_options=options, providers=providers)
+    except Exception as exc:
+        raise BundleError(f"onnxruntime cannot load {path}: {exc}") from exc

@@ -1,0 +1,89 @@
+"""Text -> token ids with the bundle's tokenizer.json: task prefix, special tokens, and
+what to do with texts longer than the model's max length (truncate, reject or chunk)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from edge_embed.errors import BundleError, InputError
+
+TRUNCATION_MODES = ("truncate", "error", "chunk")
+
+
+@dataclass
+class Encoded:
+    """Token id sequences for a list of texts; a chunked text owns several sequences."""
+
+    sequences: list[np.ndarray]  # int64 ids, each at most max_length long
+    owner: np.ndarray  # [n_sequences] index of the text each sequence belongs to
+    truncated: list[int]  # indices of texts that were cut to max_length
+    chunked: list[int]  # indices of texts split into several sequences
+
+
+class TextTokenizer:
+    def __init__(self, path: Path, max_length: int, chunk_overlap: int = 8):
+        try:
+            self.tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:
+            raise BundleError(f"cannot load tokenizer {path}: {exc}; re-export the bundle") from exc
+        # The bundle decides padding and truncation, not whatever the file was saved with.
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        self.max_length = max_length
+        self.chunk_overlap = chunk_overlap
+        self._prefix_ids: dict[str, list[int]] = {}
+
+    def _split(self, encoding) -> tuple[list[int], list[int], list[int]]:
+        """(leading special ids, content ids, trailing special ids) of one encoding."""
+        ids, special = encoding.ids, encoding.special_tokens_mask
+        start = 0
+        while start < len(ids) and special[start]:
+            start += 1
+        end = len(ids)
+        while end > start and special[end - 1]:
+            end -= 1
+        return ids[:start], ids[start:end], ids[end:]
+
+    def prefix_ids(self, prefix: str) -> list[int]:
+        if prefix not in self._prefix_ids:
+            self._prefix_ids[prefix] = self._split(self.tokenizer.encode(prefix.rstrip()))[1] if prefix else []
+        return self._prefix_ids[prefix]
+
+    def encode(self, texts: list[str], prefix: str = "", truncation: str = "truncate") -> Encoded:
+        if truncation not in TRUNCATION_MODES:
+            raise InputError(f"truncation must be one of {TRUNCATION_MODES}, not {truncation!r}")
+        encodings = self.tokenizer.encode_batch([prefix + text for text in texts])
+        sequences, owner, truncated, chunked = [], [], [], []
+        for index, encoding in enumerate(encodings):
+            if len(encoding.ids) <= self.max_length:
+                sequences.append(np.asarray(encoding.ids, dtype=np.int64))
+                owner.append(index)
+                continue
+            if truncation == "error":
+                raise InputError(
+                    f"text {index} has {len(encoding.ids)} tokens, more than the model's max length "
+                    f"{self.max_length}; shorten it, or pass truncation='truncate' or 'chunk'"
+                )
+            head, content, tail = self._split(encoding)
+            room = self.max_length - len(head) - len(tail)
+            if truncation == "truncate":
+                sequences.append(np.asarray(head + content[:room] + tail, dtype=np.int64))
+                owner.append(index)
+                truncated.append(index)
+                continue
+            # chunk: every window keeps the special tokens and the task prefix
+            kept = self.prefix_ids(prefix)
+            if content[: len(kept)] != kept:
+                kept = []
+            body = content[len(kept):]
+            window = room - len(kept)
+            step = max(window - self.chunk_overlap, 1)
+            for start in range(0, max(len(body) - self.chunk_overlap, 1), step):
+                piece = head + kept + body[start : start + window] + tail
+                sequences.append(np.asarray(piece, dtype=np.int64))
+                owner.append(index)
+            chunked.append(index)
+        return Encoded(sequences, np.asarray(owner, dtype=np.int64), truncated, chunked)

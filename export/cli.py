@@ -1,0 +1,53 @@
+"""`python -m export SRC --out BUNDLE` (also `edge-embed export`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edge_embed.errors import EdgeEmbedError
+from export.nomic_bert import MOE_MODES
+
+
+def parser(prog: str = "python -m export") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Export a Hugging Face checkpoint (nomic-embed-text-v1.5, v2-moe or a BERT "
+        "encoder) to an edge-embed bundle: fp32 + int8 ONNX, tokenizer, manifest, validation.",
+    )
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="local Hugging Face model directory, or a hub model id (downloaded)")
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--moe", choices=MOE_MODES, default="sparse",
+                   help="MoE graph form for v2-moe (default: sparse)")
+    p.add_argument("--max-length", type=int, help="max tokens per text (default: from the checkpoint)")
+    p.add_argument("--min-dim", type=int, help="smallest Matryoshka dim allowed (default: per family)")
+    p.add_argument("--rotary-scaling-factor", type=float,
+                   help="dynamic NTK factor for long context (nomic v1.5 card: 2); default: config.json")
+    p.add_argument("--revision", help="hub revision when SRC is a model id")
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 model")
+    p.add_argument("--no-validate", action="store_true", help="skip the parity check (not recommended)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from export.pipeline import ExportOptions, export_bundle
+
+    options = ExportOptions(
+        moe=args.moe, max_length=args.max_length, min_dim=args.min_dim,
+        rotary_scaling_factor=args.rotary_scaling_factor, int8=not args.no_int8,
+        validate=not args.no_validate, revision=args.revision,
+    )
+    try:
+        export_bundle(args.src, args.out, options)
+    except EdgeEmbedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"bundle written to {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parser().parse_args(argv))

@@ -1,0 +1,99 @@
+"""What differs between model families, declared as data: builder, prefixes, Matryoshka range."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from export.checkpoint import CheckpointError
+
+NOMIC_PREFIXES = {
+    "search_query": "search_query: ",
+    "search_document": "search_document: ",
+    "clustering": "clustering: ",
+    "classification": "classification: ",
+}
+# sentence-transformers prompt names (v2-moe's config_sentence_transformers.json) -> our tasks
+PROMPT_NAMES = {
+    "query": "search_query",
+    "passage": "search_document",
+    "Clustering": "clustering",
+    "Classification": "classification",
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    min_dim_divisor: int  # smallest Matryoshka dim = ceil(hidden / divisor)
+    layer_norm: bool  # v1.5's layer_norm before truncation
+    build: Callable[[dict, dict, str], torch.nn.Module]
+
+
+def _build_nomic(config, tensors, moe_mode):
+    from export.nomic_bert import build_nomic
+
+    return build_nomic(config, tensors, moe_mode)
+
+
+def _build_bert(config, tensors, moe_mode):
+    from export.bert import build_bert
+
+    return build_bert(config, tensors)
+
+
+V15 = Family("nomic-embed-text-v1.5", 12, True, _build_nomic)
+V2_MOE = Family("nomic-embed-text-v2-moe", 3, False, _build_nomic)
+BERT = Family("bert", 12, False, _build_bert)
+
+
+def detect_family(config: dict) -> Family:
+    model_type = config.get("model_type")
+    if model_type == "nomic_bert":
+        return V2_MOE if config.get("num_experts") else V15
+    if model_type == "bert":
+        return BERT
+    raise CheckpointError(
+        f"model_type {model_type!r} is not supported; edge-embed exports nomic_bert "
+        "(nomic-embed-text-v1.5, v2-moe) and bert encoders"
+    )
+
+
+def hidden_size(config: dict) -> int:
+    return config.get("n_embd") or config["hidden_size"]
+
+
+def min_dim(family: Family, config: dict) -> int:
+    return math.ceil(hidden_size(config) / family.min_dim_divisor)
+
+
+def _optional_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def prefixes(family: Family, src: Path) -> dict[str, str]:
+    """Task -> prefix. Nomic: the model card's four; plain models: the tasks exist, no prefix."""
+    if family is BERT:
+        return {task: "" for task in NOMIC_PREFIXES}
+    found = dict(NOMIC_PREFIXES)
+    prompts = _optional_json(src / "config_sentence_transformers.json").get("prompts") or {}
+    for prompt, task in PROMPT_NAMES.items():
+        if prompt in prompts:
+            found[task] = prompts[prompt]
+    return found
+
+
+def max_length(config: dict, src: Path) -> int:
+    """sentence-transformers' max_seq_length, else the tokenizer's model_max_length, else
+    the position limit of the config."""
+    st = _optional_json(src / "sentence_bert_config.json").get("max_seq_length")
+    tok = _optional_json(src / "tokenizer_config.json").get("model_max_length")
+    positions = config.get("max_position_embeddings") if config.get("model_type") == "bert" else None
+    for value in (st, tok if tok and tok < 1_000_000 else None, positions, config.get("n_positions")):
+        if value:
+            return min(int(value), positions) if positions else int(value)
+    raise CheckpointError("cannot tell the max sequence length; pass --max-length")

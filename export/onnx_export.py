@@ -1,0 +1,55 @@
+"""torch model -> fp32 ONNX with dynamic batch and sequence axes, then int8."""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+OPSET = 18
+INPUTS = ["input_ids", "attention_mask"]
+OUTPUT = "last_hidden_state"
+TWO_GB = 2**31
+
+
+def example_inputs(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A padded batch of two: the trace must see padding so masking is part of the graph."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, min(vocab_size, 1000), (2, 11), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    return ids, mask
+
+
+def save(model: onnx.ModelProto, path: Path) -> list[str]:
+    """Save, with weights in `<name>.data` when the file would pass protobuf's 2 GB limit.
+    Returns the file names written (model first)."""
+    weights = sum(tensor.ByteSize() for tensor in model.graph.initializer)
+    if weights < TWO_GB - (64 << 20):
+        onnx.save_model(model, os.fspath(path))
+        return [path.name]
+    data = path.name + ".data"
+    onnx.save_model(model, os.fspath(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data, size_threshold=1024)
+    return [path.name, data]
+
+
+def export_fp32(model: torch.nn.Module, path: Path, vocab_size: int) -> list[str]:
+    """Trace `model(input_ids, attention_mask) -> last_hidden_state` to ONNX at `path`."""
+    ids, mask = example_inputs(vocab_size)
+    axes = {"batch": 0, "sequence": 1}
+    dynamic = {name: {i: n for n, i in axes.items()} for name in [*INPUTS, OUTPUT]}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shapes are expected here
+        traced = Path(tmp) / "model.onnx"
+        with torch.no_grad():
+            torch.onnx.export(
+                model, (ids, mask), os.fspath(traced), dynamo=False, opset_version=OPSET,
+                input_names=INPUTS, output_names=[OUTPUT], dynamic_axes=dynamic,
+                do_constant_folding=True,
+            )
+        graph = onnx.load(os.fspath(traced))  # pulls external data in, if the exporter wrote any
+    return save(graph, path)

@@ -1,0 +1,134 @@
+"""The export pipeline: checkpoint -> torch model -> fp32 ONNX -> int8 ONNX -> validated bundle."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import onnxruntime
+import torch
+
+import edge_embed
+from edge_embed.manifest import Manifest, Matryoshka, sha256_file, write_manifest
+from export import families
+from export.checkpoint import CheckpointError, load_state_dict, read_config, resolve_source
+from export.onnx_export import INPUTS, OUTPUT, export_fp32
+from export.quantize import quantize_int8
+from export.validate import ValidationError, validate_bundle
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclass
+class ExportOptions:
+    moe: str = "sparse"
+    max_length: int | None = None
+    min_dim: int | None = None
+    rotary_scaling_factor: float | None = None
+    int8: bool = True
+    validate: bool = True
+    revision: str | None = None
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def copy_tokenizer(src: Path, out: Path) -> None:
+    path = src / TOKENIZER_FILE
+    if not path.exists():
+        raise CheckpointError(f"{src} has no {TOKENIZER_FILE}; save the fast tokenizer there first")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["padding"] = None  # the runtime pads and truncates itself
+    data["truncation"] = None
+    (out / TOKENIZER_FILE).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+def pad_token_id(config: dict, tokenizer_path: Path) -> int:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    for token in ("[PAD]", "<pad>"):
+        token_id = tokenizer.token_to_id(token)
+        if token_id is not None:
+            return token_id
+    return int(config.get("pad_token_id") or 0)
+
+
+def export_bundle(src: str, out: Path, options: ExportOptions = ExportOptions()) -> dict:
+    """Export SRC (local HF directory or hub id) to the bundle directory OUT; returns the report."""
+    source = resolve_source(src, options.revision)
+    config = read_config(source)
+    if options.rotary_scaling_factor is not None:
+        config = {**config, "rotary_scaling_factor": options.rotary_scaling_factor}
+    family = families.detect_family(config)
+    log(f"[export] {source} -> {out} ({family.name})")
+    model = family.build(config, load_state_dict(source), options.moe)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        staging = Path(tmp)
+        copy_tokenizer(source, staging)
+        models = {"fp32": export_fp32(model, staging / "model.fp32.onnx", _vocab_size(model))}
+        log(f"[export] fp32 ONNX written ({_megabytes(staging, models['fp32'])} MB)")
+        if options.int8:
+            models["int8"] = quantize_int8(staging / "model.fp32.onnx", staging / "model.int8.onnx")
+            log(f"[export] int8 ONNX written ({_megabytes(staging, models['int8'])} MB)")
+        manifest = _manifest(family, config, source, staging, models, options)
+        write_manifest(staging, manifest)
+        report = validate_bundle(model, staging, config) if options.validate else {"skipped": True}
+        (staging / "validation.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        for path in staging.iterdir():
+            shutil.move(str(path), out / path.name)
+    if report.get("failed"):
+        raise ValidationError(f"fp32 parity check failed: {report['failed']} (see {out / 'validation.json'})")
+    return report
+
+
+def _vocab_size(model: torch.nn.Module) -> int:
+    return model.embeddings.word_embeddings.num_embeddings
+
+
+def _megabytes(folder: Path, names: list[str]) -> int:
+    return round(sum((folder / name).stat().st_size for name in names) / 1e6)
+
+
+def _manifest(family, config, source, staging, models, options) -> Manifest:
+    hidden = families.hidden_size(config)
+    files = {name: sha256_file(staging / name) for names in models.values() for name in names}
+    files[TOKENIZER_FILE] = sha256_file(staging / TOKENIZER_FILE)
+    extra = {
+        "source": {"path": str(source), "model_type": config.get("model_type"),
+                   "architectures": config.get("architectures")},
+        "validation": "validation.json",
+        "tools": {"edge_embed": edge_embed.__version__, "torch": torch.__version__,
+                  "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+    }
+    if family is not families.BERT:
+        extra["rotary"] = {
+            "base": config.get("rotary_emb_base"),
+            "scaling_factor": config.get("rotary_scaling_factor"),
+            "max_trained_positions": config.get("max_trained_positions"),
+            "scaling_rule": "dynamic NTK per text: base*(f*L/Lt-(f-1))**(d/(d-2)) when L > Lt, L = the text's own length",
+        }
+    if family is families.V2_MOE:
+        extra["moe"] = {"mode": options.moe, "num_experts": config.get("num_experts"),
+                        "top_k": config.get("moe_top_k"), "router_precision": "fp32"}
+    return Manifest(
+        family=family.name,
+        hidden_size=hidden,
+        max_length=options.max_length or families.max_length(config, source),
+        pad_token_id=pad_token_id(config, staging / TOKENIZER_FILE),
+        prefixes=families.prefixes(family, source),
+        matryoshka=Matryoshka(options.min_dim or families.min_dim(family, config), hidden, family.layer_norm),
+        models=models,
+        files=files,
+        input_names=tuple(INPUTS),
+        output_name=OUTPUT,
+        extra=extra,
+    )

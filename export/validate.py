@@ -1,0 +1,160 @@
+"""Check a freshly written bundle against the torch model it came from.
+
+The bundle is run through the real runtime (`edge_embed.Embedder`), so validation covers
+tokenization, batching, pooling and the Matryoshka recipe exactly as users run them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from edge_embed import Embedder
+from edge_embed.errors import EdgeEmbedError
+from edge_embed.pooling import matryoshka, mean_pool
+from edge_embed.batching import pad
+
+FP32_MAX_ABS = 1e-4  # on unit-norm full-width embeddings
+
+TEXTS = [
+    "Hello!",
+    "search_query: what is the capital of France?",
+    "The quick brown fox jumps over the lazy dog.",
+    "Embeddings map text to vectors so that similar meanings land close together.",
+    "¡Hola! ¿Cómo estás? Hoy hace un día precioso en Madrid.",
+    "Der schnelle braune Fuchs springt über den faulen Hund.",
+    "今天天气很好，我们一起去公园散步吧。",
+    "مرحبا بالعالم! كيف حالك اليوم؟",
+    "नमस्ते, आप कैसे हैं? मैं ठीक हूँ, धन्यवाद।",
+    "Invoice #4711 totals €1,234.56 and is due on 2024-03-15 (net 30 days).",
+    "Mixture-of-experts layers send each token to the two experts with the highest router "
+    "probability, so only a fraction of the parameters is used for any given token. " * 3,
+]
+
+
+class ValidationError(EdgeEmbedError):
+    """The exported ONNX does not reproduce the torch model."""
+
+
+def validation_texts(config: dict, max_length: int) -> list[str]:
+    """The fixed set, plus one text past max_trained_positions when dynamic NTK applies."""
+    texts = list(TEXTS)
+    trained = config.get("max_trained_positions")
+    if config.get("rotary_scaling_factor") and trained and trained < max_length:
+        words = min(trained + 64, max_length - 8)
+        texts.append(" ".join(f"word{i % 97}" for i in range(words)))
+    return texts
+
+
+def torch_pooled(model, embedder: Embedder, texts: list[str]) -> tuple[np.ndarray, list]:
+    """Mean-pooled states of the torch model, one text at a time, with the runtime's tokens.
+    Also returns the routed experts per MoE layer (real tokens) for routing agreement."""
+    encoded = embedder.tokenizer.encode(texts)
+    routes: list[list[np.ndarray]] = []
+    pooled = []
+    for seq in encoded.sequences:
+        ids, mask = pad([seq], embedder.manifest.pad_token_id)
+        captured = []
+        hooks = [
+            module.register_forward_hook(_capture_routes(captured))
+            for module in model.modules() if module.__class__.__name__ == "MoEMLP"
+        ]
+        with torch.no_grad():
+            hidden = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+        for hook in hooks:
+            hook.remove()
+        routes.append(captured)
+        pooled.append(mean_pool(hidden, mask)[0])
+    return np.stack(pooled), routes
+
+
+def _capture_routes(store: list):
+    def hook(module, inputs, output):
+        tokens = inputs[0].reshape(-1, module.n_embd)
+        _, _, experts = module.route(tokens)
+        store.append(np.sort(experts.numpy(), axis=-1))
+
+    return hook
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    cos = (reference * candidate).sum(axis=1)
+    return {
+        "max_abs": float(np.abs(reference - candidate).max()),
+        "min_cosine": float(cos.min()),
+        "mean_cosine": float(cos.mean()),
+    }
+
+
+def onnx_routes(path, embedder: Embedder, texts: list[str]) -> list[list[np.ndarray]]:
+    """Expert choices of an ONNX MoE graph: expose every TopK's indices as extra outputs."""
+    model = onnx.load(str(path))
+    topk = [node.output[1] for node in model.graph.node if node.op_type == "TopK"]
+    if not topk:
+        return []
+    for name in topk:
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    encoded = embedder.tokenizer.encode(texts)
+    routes = []
+    for seq in encoded.sequences:
+        ids, mask = pad([seq], embedder.manifest.pad_token_id)
+        outputs = session.run(topk, {"input_ids": ids, "attention_mask": mask})
+        routes.append([np.sort(out.reshape(-1, out.shape[-1]), axis=-1) for out in outputs])
+    return routes
+
+
+def routing_agreement(reference: list, candidate: list) -> dict:
+    """Fraction of (token, MoE layer) pairs whose chosen expert set is the same."""
+    same = total = 0
+    per_layer: dict[int, list[int]] = {}
+    for ref_layers, cand_layers in zip(reference, candidate):
+        for layer, (ref, cand) in enumerate(zip(ref_layers, cand_layers)):
+            equal = (ref == cand).all(axis=-1)
+            counts = per_layer.setdefault(layer, [0, 0])
+            counts[0] += int(equal.sum())
+            counts[1] += equal.size
+            same += int(equal.sum())
+            total += equal.size
+    return {
+        "top2_agreement": same / total if total else None,
+        "per_layer": [s / t for s, t in per_layer.values()],
+        "tokens": total // max(len(per_layer), 1),
+    }
+
+
+def validate_bundle(model, bundle, config: dict) -> dict:
+    """Run every precision of the bundle on the validation texts; fail loudly on fp32 drift."""
+    report: dict = {"texts": 0, "precisions": {}}
+    reference_routes = None
+    for precision in ("fp32", "int8"):
+        try:
+            embedder = Embedder(bundle, precision=precision, providers="cpu", verify=False)
+        except EdgeEmbedError:
+            continue
+        texts = validation_texts(config, embedder.max_length)
+        report["texts"] = len(texts)
+        mat = embedder.manifest.matryoshka
+        if reference_routes is None:
+            pooled_ref, reference_routes = torch_pooled(model, embedder, texts)
+            expected = matryoshka(pooled_ref, mat.max_dim, mat.layer_norm, mat.layer_norm_eps)
+        got = embedder.embed(texts)
+        figures = compare(expected, got)
+        if any(reference_routes):
+            path = bundle / embedder.manifest.models[precision][0]
+            figures["routing"] = routing_agreement(reference_routes, onnx_routes(path, embedder, texts))
+        report["precisions"][precision] = figures
+        print(f"[validate] {precision}: " + _line(figures), flush=True)
+    fp32 = report["precisions"].get("fp32")
+    if fp32 is None or fp32["max_abs"] > FP32_MAX_ABS:
+        report["failed"] = f"fp32 max-abs {fp32 and fp32['max_abs']:.3g} > {FP32_MAX_ABS}"
+    return report
+
+
+def _line(figures: dict) -> str:
+    text = (f"max-abs {figures['max_abs']:.2e}, min cosine {figures['min_cosine']:.6f}, "
+            f"mean cosine {figures['mean_cosine']:.6f}")
+    if "routing" in figures:
+        text += f", top-2 routing agreement {figures['routing']['top2_agreement']:.4f}"
+    return text
