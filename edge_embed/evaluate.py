@@ -17,6 +17,7 @@ through pytrec_eval (trec_eval's ``ndcg_cut`` and ``recall``).
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -207,6 +208,16 @@ def recall_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int) -> float
 # ---------------------------------------------------------------------------- embedding
 
 
+def _quiet_kwargs(model: EmbeddingModel) -> dict:
+    """{"progress": False} when model.embed takes it (the runtime's Embedder does): its own
+    bar per chunk would fight with ours on the same line. Plain models get nothing extra."""
+    try:
+        params = inspect.signature(model.embed).parameters
+    except (TypeError, ValueError):  # builtins and C extensions may have no signature
+        return {}
+    return {"progress": False} if "progress" in params else {}
+
+
 def embed_chunked(
     model: EmbeddingModel,
     texts: list[str],
@@ -222,10 +233,11 @@ def embed_chunked(
     None shows it on a terminal or for long jobs (see ``Progress``).
     """
     parts = []
+    quiet = _quiet_kwargs(model)
     with Progress(len(texts), label, enabled=progress) as bar:
         for start in range(0, len(texts), chunk):
             batch = texts[start : start + chunk]
-            out = np.asarray(model.embed(batch, task=task, dim=dim), dtype=np.float32)
+            out = np.asarray(model.embed(batch, task=task, dim=dim, **quiet), dtype=np.float32)
             if out.ndim != 2 or out.shape[0] != len(batch):
                 raise EdgeEmbedError(
                     f"model.embed returned shape {out.shape} for {len(batch)} texts"

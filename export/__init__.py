@@ -1,1 +1,3 @@
 """Checkpoint -> edge-embed bundle (needs the `export` extra: torch, safetensors, onnx)."""
+
+MOE_MODES = ("sparse", "fused", "dense")  # graph forms of the v2-moe expert layer

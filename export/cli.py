@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from edge_embed.errors import EdgeEmbedError
-from export.nomic_bert import MOE_MODES
+from export import MOE_MODES
 
 
 def parser(prog: str = "python -m export") -> argparse.ArgumentParser:
@@ -33,7 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.pipeline import ExportOptions, export_bundle
+    try:
+        from export.pipeline import ExportOptions, export_bundle
+    except ImportError as exc:
+        print(f"error: export needs the export extra: pip install 'edge-embed[export]' ({exc})", file=sys.stderr)
+        return 1
 
     options = ExportOptions(
         moe=args.moe, max_length=args.max_length, min_dim=args.min_dim,

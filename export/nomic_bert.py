@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from export import MOE_MODES
 from export.checkpoint import CheckpointError
-
-MOE_MODES = ("sparse", "dense", "fused")
 
 
 @dataclass(frozen=True)

