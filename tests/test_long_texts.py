@@ -1,0 +1,56 @@
+"""Texts longer than the max length: truncated with a visible count, rejected, or chunked."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_embed import Embedder, InputError, TruncationWarning
+from edge_embed.pooling import matryoshka
+
+NAME = "nomic-v15-tiny"
+LONG = " ".join(f"token{i % 50} is here" for i in range(40))  # ~200 tokens
+
+
+@pytest.fixture(scope="module")
+def short_model(bundle):
+    return Embedder(bundle(NAME), precision="fp32", max_length=48)
+
+
+def test_truncate_warns_with_the_count(short_model):
+    with pytest.warns(TruncationWarning, match=r"1 of 2 texts were longer than 48 tokens"):
+        out = short_model.embed(["short", LONG])
+    assert out.shape == (2, 64)
+
+
+def test_error_mode_rejects_long_texts(short_model):
+    with pytest.raises(InputError, match=r"text 1 has \d+ tokens, more than the model's max length 48"):
+        short_model.embed(["short", LONG], truncation="error")
+
+
+def test_chunk_mode_averages_windows_by_token_count(short_model):
+    encoded = short_model.tokenizer.encode([LONG], short_model.prefix("search_document"), "chunk")
+    assert len(encoded.sequences) > 3 and encoded.chunked == [0]
+    assert max(len(s) for s in encoded.sequences) <= 48
+    prefix_ids = short_model.tokenizer.prefix_ids("search_document: ")
+    for seq in encoded.sequences:  # every window keeps [CLS] prefix ... [SEP]
+        assert seq[0] == 101 and seq[-1] == 102
+        assert seq[1 : 1 + len(prefix_ids)].tolist() == prefix_ids
+    # the chunked embedding is the token-weighted mean of the windows' mean-pooled states
+    got = short_model.embed([LONG], task="search_document", truncation="chunk")
+    windows = [short_model.tokenizer.tokenizer.decode(s.tolist()) for s in encoded.sequences]
+    pooled = np.stack([short_model.pooled([w], "", "truncate", False)[0] for w in windows])
+    lengths = np.array([len(s) for s in encoded.sequences], dtype=np.float64)
+    mean = (pooled * lengths[:, None]).sum(0) / lengths.sum()
+    want = matryoshka(mean[None], 64, True)
+    assert (got * want).sum() > 0.999
+
+
+def test_texts_within_the_limit_are_untouched_by_chunk_mode(short_model):
+    np.testing.assert_array_equal(
+        short_model.embed(["short one"], truncation="chunk"), short_model.embed(["short one"])
+    )
+
+
+def test_unknown_truncation_mode(short_model):
+    with pytest.raises(InputError, match="truncation must be one of"):
+        short_model.embed(["x"], truncation="drop")
