@@ -113,7 +113,9 @@ def ensure_bundle(spec: ModelSpec, checkpoint: Path, bundle: Path, moe: str | No
                   force: bool = False, log=print) -> dict:
     """Export CHECKPOINT to BUNDLE with export_bundle (skipped when the bundle exists).
     Returns {"path", "export_s" (None when cached), "cached"}."""
-    manifest = bundle / "manifest.json"
+    from edge_embed.manifest import MANIFEST_NAME
+
+    manifest = bundle / MANIFEST_NAME
     stamp = bundle / "bench_export.json"
     if manifest.exists() and not force:
         info = json.loads(stamp.read_text(encoding="utf-8")) if stamp.exists() else {}
@@ -136,9 +138,10 @@ def ensure_bundle(spec: ModelSpec, checkpoint: Path, bundle: Path, moe: str | No
 
 def file_sizes(bundle: Path) -> dict:
     """Bytes per precision (all files of the model, external data included) and their ratio."""
-    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    from edge_embed.manifest import read_manifest
+
     sizes = {prec: sum((bundle / name).stat().st_size for name in names)
-             for prec, names in manifest["models"].items()}
+             for prec, names in read_manifest(bundle).models.items()}
     tokenizer = (bundle / "tokenizer.json").stat().st_size
     out = {"model_bytes": sizes, "tokenizer_bytes": tokenizer}
     if "int8" in sizes and "fp32" in sizes:

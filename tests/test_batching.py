@@ -1,0 +1,37 @@
+"""Length-sorted token-budget batching: a text's embedding never depends on its batch."""
+from __future__ import annotations
+
+import numpy as np
+
+from edge_embed import Embedder
+from edge_embed.batching import BatchLimits, pad, plan_batches
+
+
+def test_batches_are_length_sorted_and_within_budget():
+    lengths = [5, 300, 17, 17, 120, 3, 64, 64, 64, 1000]
+    limits = BatchLimits(max_tokens=400, max_attention_cells=1 << 30, max_batch_size=3)
+    batches = list(plan_batches(lengths, limits))
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(lengths, reverse=True)
+    for b in batches:
+        assert len(b) <= 3
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 400
+    assert batches[0] == [9]  # longer than the budget: alone
+
+
+def test_pad_right_pads_with_the_pad_id():
+    ids, mask = pad([np.array([7, 8, 9]), np.array([5])], pad_id=1)
+    np.testing.assert_array_equal(ids, [[7, 8, 9], [5, 1, 1]])
+    np.testing.assert_array_equal(mask, [[1, 1, 1], [1, 0, 0]])
+
+
+def test_results_come_back_in_input_order_whatever_the_batching(bundle):
+    corpus = [("word " * n).strip() for n in (3, 40, 1, 25, 7, 60, 2, 12)]
+    batched = Embedder(bundle("nomic-v2moe-tiny"), precision="fp32")
+    one_by_one = Embedder(bundle("nomic-v2moe-tiny"), precision="fp32",
+                          batch_limits=BatchLimits(max_batch_size=1))
+    got = batched.embed(corpus, task="search_document")
+    for i, text in enumerate(corpus):
+        np.testing.assert_allclose(got[i], one_by_one.embed([text], task="search_document")[0], atol=2e-6)
+    np.testing.assert_allclose(got, one_by_one.embed(corpus, task="search_document"), atol=2e-6)

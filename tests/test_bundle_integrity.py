@@ -1,0 +1,91 @@
+"""Missing, corrupted or foreign bundle files give a BundleError that says what to do."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge_embed import BundleError, Embedder
+from edge_embed.manifest import MANIFEST_NAME
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(BundleError, match="does not exist; create one with `python -m export"):
+        Embedder(tmp_path / "nowhere")
+
+
+def test_directory_without_manifest(tmp_path):
+    with pytest.raises(BundleError, match="not an edge-embed bundle"):
+        Embedder(tmp_path)
+
+
+def test_missing_model_file(copy_bundle):
+    target = copy_bundle()
+    (target / "model.int8.onnx").unlink()
+    with pytest.raises(BundleError, match=r"model.int8.onnx is missing"):
+        Embedder(target, precision="int8")
+    Embedder(target, precision="fp32")  # the other precision still loads
+
+
+def test_corrupted_model_file_fails_the_checksum(copy_bundle):
+    target = copy_bundle()
+    path = target / "model.fp32.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="checksum mismatch for .*model.fp32.onnx"):
+        Embedder(target, precision="fp32")
+
+
+def test_changed_tokenizer_fails_the_checksum(copy_bundle):
+    target = copy_bundle()
+    with open(target / "tokenizer.json", "a", encoding="utf-8") as fh:
+        fh.write(" ")
+    with pytest.raises(BundleError, match="checksum mismatch for .*tokenizer.json"):
+        Embedder(target)
+
+
+def _edit_manifest(target, change):
+    path = target / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_newer_format_version_is_refused(copy_bundle):
+    target = copy_bundle()
+    _edit_manifest(target, lambda d: d.update(format_version=99))
+    with pytest.raises(BundleError, match="format version 99 is not supported"):
+        Embedder(target)
+
+
+def test_incomplete_manifest(copy_bundle):
+    target = copy_bundle()
+    _edit_manifest(target, lambda d: d.pop("matryoshka"))
+    with pytest.raises(BundleError, match="incomplete or malformed"):
+        Embedder(target)
+
+
+def test_manifest_that_is_not_json(copy_bundle):
+    target = copy_bundle()
+    (target / MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        Embedder(target)
+
+
+def test_manifest_describes_the_bundle(bundle):
+    data = json.loads((bundle("nomic-v15-tiny") / MANIFEST_NAME).read_text())
+    assert data["format_version"] == 1 and data["family"] == "nomic-embed-text-v1.5"
+    assert data["matryoshka"] == {
+        "min_dim": 6, "max_dim": 64, "layer_norm": True, "layer_norm_eps": 1e-5,
+        "recipe": "mean_pool -> layer_norm(no affine) -> truncate -> l2_normalize",
+    }
+    assert data["prefixes"]["search_query"] == "search_query: "
+    assert data["inputs"] == ["input_ids", "attention_mask"] and data["output"] == "last_hidden_state"
+    assert set(data["models"]) == {"fp32", "int8"}
+    assert set(data["files"]) == {"model.fp32.onnx", "model.int8.onnx", "tokenizer.json"}
+    assert data["max_length"] == 8192 and data["pad_token_id"] == 0
+    assert {"torch", "onnx", "onnxruntime", "edge_embed"} <= set(data["tools"])
+    report = json.loads((bundle("nomic-v15-tiny") / "validation.json").read_text())
+    assert report["precisions"]["fp32"]["max_abs"] < 1e-5
+    assert report["precisions"]["int8"]["min_cosine"] > 0.98
