@@ -1,0 +1,400 @@
+"""edge-embed benchmark: throughput, load time, memory, file sizes and the roofline, side by side.
+
+    python bench/run.py --work build/bench [--quick] [--model v15|v2moe|all] [--threads 2]
+
+Generates full-size random checkpoints of nomic-embed-text-v1.5 and v2-moe (bench/checkpoints.py),
+exports them with export_bundle (cached under --work), converts them to GGUF F16 and Q8_0 for
+llama.cpp, and measures, with the same thread count for every system:
+
+- tokens/s and texts/s for edge-embed int8 and fp32, the torch model in export/ and llama.cpp
+  (llama-cpp-python; skipped with the reason recorded when it cannot be installed), on texts of
+  about 32, 128 and 512 tokens and, for v1.5, documents of 2048 and 8192 tokens. Systems
+  alternate within each round (order rotated every round); the median round counts;
+- load time to first embedding and RSS in fresh processes; peak RSS for one 8192-token text;
+- file sizes; GEMM GFLOP/s (fp32, int8) and each result as a fraction of that roofline.
+
+Writes --work/results.json, --work/results.md, --work/bench.png and prints the tables.
+`--quick` is a smoke test (fewer texts and rounds, no 8192-token throughput run): a few minutes
+once the bundles are cached (the first export of the two models takes several more).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+import zlib
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+for path in (str(REPO), str(BENCH)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import checkpoints  # noqa: E402
+import deps  # noqa: E402
+import probes  # noqa: E402
+import report  # noqa: E402
+import roofline  # noqa: E402
+import systems as systems_mod  # noqa: E402
+from workloads import WORKLOADS, TextMaker  # noqa: E402
+
+ALL_SYSTEMS = ["edge-int8", "edge-fp32", "torch-fp32", "llama-Q8_0", "llama-F16"]
+SETTLE_S = 0.2  # idle gap before each timed call: the previous system's threads stop spinning
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def machine_info() -> dict:
+    cpu, flags = platform.processor() or "?", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu in ("?", "", "x86_64"):
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    isa = ", ".join(i.upper() for i in isa) or "?"
+    if not {"avx512_vnni", "avx_vnni"} & flags:
+        isa += "; no VNNI"
+    ram = 0.0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                ram = int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    import numpy
+    import onnxruntime
+    import torch
+
+    try:
+        import llama_cpp
+
+        llama_version = llama_cpp.__version__
+    except ImportError:
+        llama_version = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "ram_gb": ram,
+            "python": platform.python_version(), "numpy": numpy.__version__,
+            "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "llama_cpp": llama_version}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", default="build/bench", help="cache and output folder (default build/bench)")
+    p.add_argument("--quick", action="store_true", help="smoke test: fewer texts and rounds")
+    p.add_argument("--model", choices=["v15", "v2moe", "all"], default="all")
+    p.add_argument("--threads", type=int, default=2, help="threads for every system (default 2)")
+    p.add_argument("--systems", default=",".join(ALL_SYSTEMS),
+                   help=f"comma-separated subset of {','.join(ALL_SYSTEMS)}")
+    p.add_argument("--workloads", default="", help="comma-separated subset of workload names")
+    p.add_argument("--rounds", type=int, help="override the rounds of every workload")
+    p.add_argument("--no-llama", action="store_true", help="do not try llama.cpp")
+    p.add_argument("--llama-timeout", type=float, default=600,
+                   help="seconds allowed for `pip install llama-cpp-python` (default 600)")
+    p.add_argument("--llama-flash-attn", action="store_true", help="run llama.cpp with flash attention")
+    p.add_argument("--moe", choices=["sparse", "dense", "fused"], help="export option for v2-moe (default: "
+                   "export's own default)")
+    p.add_argument("--reexport", action="store_true", help="export the bundles again even if cached")
+    p.add_argument("--load-repeats", type=int, help="fresh processes per system for load time (default 1 "
+                   "quick, 3 full)")
+    p.add_argument("--no-long-rss", action="store_true", help="skip the 8192-token peak-RSS processes")
+    return p.parse_args(argv)
+
+
+def seeded_texts(spec, tokenizer, workload, n, limit):
+    maker = TextMaker(tokenizer, seed=zlib.crc32(f"{spec.key}/{workload.name}".encode()))
+    return maker.texts(workload, n, limit)
+
+
+def build_systems(names, common, log=log) -> tuple[dict, dict]:
+    built, failed = {}, {}
+    for name in names:
+        start = time.perf_counter()
+        try:
+            built[name] = systems_mod.build({**common, "system": name})
+            log(f"[bench]   {name} loaded ({time.perf_counter() - start:.1f} s)")
+        except Exception as exc:  # a peer that cannot load is reported, not fatal
+            failed[name] = f"{type(exc).__name__}: {exc}"
+            log(f"[bench]   {name} FAILED to load: {failed[name]}")
+    return built, failed
+
+
+def agreement(built: dict, texts: list[str]) -> dict:
+    import numpy as np
+
+    if "edge-fp32" not in built:
+        return {}
+    ref = built["edge-fp32"].pooled(texts)
+    out = {}
+    for name, system in built.items():
+        if name == "edge-fp32":
+            continue
+        try:
+            got = system.pooled(texts)
+            out[name] = float(np.mean(np.sum(ref * got, axis=1)))
+        except Exception as exc:
+            log(f"[bench]   agreement check failed for {name}: {exc}")
+    return out
+
+
+def measure_workload(built, workload, texts, lengths, rounds, model_flops, mix, quick) -> dict:
+    names = list(built)
+    for name in names:  # per-workload setup and a warm-up call, outside the timed region
+        built[name].prepare(texts)
+        built[name].embed(texts[: min(len(texts), 4)] if not workload.long else [texts[0][:2000]])
+    times = {name: [] for name in names}
+    errors = {}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            if name in errors:
+                continue
+            gc.collect()
+            time.sleep(SETTLE_S)
+            start = time.perf_counter()
+            try:
+                built[name].embed(texts)
+            except Exception as exc:
+                errors[name] = f"{type(exc).__name__}: {exc}"
+                log(f"[bench]     {name} failed: {errors[name]}")
+                continue
+            times[name].append(time.perf_counter() - start)
+        done = ", ".join(f"{n} {sum(lengths) / times[n][-1]:.0f}" for n in names if times[n])
+        log(f"[bench]     round {r + 1}/{rounds}: tok/s {done}")
+    tokens = int(sum(lengths))
+    linear, attention = roofline.text_flops(model_flops, lengths)
+    out = {"texts": len(texts), "tokens": tokens, "mean_tokens": tokens / len(texts),
+           "min_tokens": int(min(lengths)), "max_tokens": int(max(lengths)), "rounds": rounds,
+           "flops": {"linear": linear, "attention": attention},
+           "bound_tok_s": {kind: tokens / roofline.bound_seconds(model_flops, mix, kind, lengths)
+                           for kind in ("int8", "fp32")},
+           "systems": {}}
+    for name in names:
+        if name in errors:
+            out["systems"][name] = {"error": errors[name]}
+            continue
+        median = statistics.median(times[name])
+        compute = systems_mod.COMPUTE[name]
+        entry = {
+            "times_s": times[name], "median_s": median, "tok_s": tokens / median,
+            "texts_s": len(texts) / median, "gflops": (linear + attention) / median / 1e9,
+            "bound_fraction": roofline.bound_seconds(model_flops, mix, compute, lengths) / median,
+            "bound": compute,
+        }
+        if hasattr(built[name], "token_counts"):
+            entry["own_tokens"] = int(sum(built[name].token_counts(texts)))
+        out["systems"][name] = entry
+    return out
+
+
+def run_model(spec, args, results, rates, llama_ok) -> dict:
+    from tokenizers import Tokenizer
+
+    from edge_embed.manifest import read_manifest
+
+    work = Path(args.work)
+    quick = args.quick
+    ckpt = checkpoints.write_checkpoint(spec, work / "checkpoints" / spec.key, log=log)
+    bundle_info = checkpoints.ensure_bundle(spec, ckpt, work / "bundles" / spec.key, args.moe,
+                                            force=args.reexport, log=log)
+    bundle = Path(bundle_info["path"])
+    manifest = read_manifest(bundle)
+    config = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
+    flops = roofline.model_flops(config)
+    mix = roofline.model_bound(flops, rates)
+    model = {"title": spec.title, "bundle": bundle_info, "sizes": checkpoints.file_sizes(bundle),
+             "flops": flops, "gemm_bound": mix, "workloads": {}, "threads": args.threads}
+
+    wanted = [s for s in args.systems.split(",") if s]
+    ggufs = {}
+    if llama_ok:
+        import gguf_convert
+
+        (work / "gguf").mkdir(parents=True, exist_ok=True)
+        for outtype in ("Q8_0", "F16"):
+            if f"llama-{outtype}" not in wanted:
+                continue
+            path = work / "gguf" / f"{spec.key}-{outtype}.gguf"
+            if not path.exists() or path.stat().st_mtime < (ckpt / "model.safetensors").stat().st_mtime:
+                gguf_convert.convert(ckpt, path, outtype, log=log)
+            ggufs[outtype] = path
+        model["gguf_bytes"] = {k: p.stat().st_size for k, p in ggufs.items()}
+    else:
+        wanted = [s for s in wanted if not s.startswith("llama-")]
+
+    common = {"bundle": str(bundle), "checkpoint": str(ckpt), "threads": args.threads,
+              "flash_attn": args.llama_flash_attn}
+    log(f"[bench] {spec.key}: loading systems ({', '.join(wanted)})")
+    specs = {}
+    for name in wanted:
+        specs[name] = {**common, "system": name}
+        if name.startswith("llama-"):
+            specs[name]["gguf"] = str(ggufs[name.split("-", 1)[1]])
+    built, failed = {}, {}
+    for name in wanted:
+        b, f = build_systems([name], specs[name])
+        built.update(b)
+        failed.update(f)
+    model["load_failures"] = failed
+
+    tokenizer = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+
+    def count(texts):
+        return [len(e.ids) for e in tokenizer.encode_batch(texts)]
+
+    para = next(w for w in WORKLOADS if w.name == "para-128")
+    model["agreement"] = agreement(built, seeded_texts(spec, tokenizer, para, 4, manifest.max_length))
+
+    selected = [w for w in WORKLOADS if (not args.workloads or w.name in args.workloads.split(","))]
+    rounds_used = []
+    for workload in selected:
+        n = workload.count(quick)
+        if n == 0 or (workload.long and not spec.long_context):
+            continue
+        if workload.target > manifest.max_length:
+            continue
+        texts = seeded_texts(spec, tokenizer, workload, n, manifest.max_length)
+        lengths = count(texts)
+        rounds = args.rounds or workload.n_rounds(quick)
+        rounds_used.append(rounds)
+        here = dict(built)
+        skipped = {}
+        for name in list(here):
+            if name.startswith("llama-") and max(lengths) > 2048 + 64:
+                skipped[name] = ("beyond the 2048-token context llama.cpp's converter gives v1.5 "
+                                 "(n_positions 8192 -> 2048)")
+                del here[name]
+        log(f"[bench] {spec.key} {workload.name}: {len(texts)} texts, {sum(lengths)} tokens "
+            f"({min(lengths)}-{max(lengths)} per text), {rounds} rounds, systems {', '.join(here)}")
+        result = measure_workload(here, workload, texts, lengths, rounds, flops, mix, quick)
+        result["skipped"] = skipped
+        model["workloads"][workload.name] = result
+    model["rounds_note"] = "-".join(str(r) for r in sorted(set(rounds_used))) or "0"
+    for system in built.values():
+        system.close()
+    built.clear()
+    gc.collect()
+
+    # fresh processes: load time to first embedding, RSS after load
+    repeats = args.load_repeats or (1 if quick else 3)
+    short_file = work / f"probe-{spec.key}-short.txt"
+    short_wl = next(w for w in WORKLOADS if w.name == "short-32")
+    short_file.write_text(seeded_texts(spec, tokenizer, short_wl, 1, manifest.max_length)[0], encoding="utf-8")
+    load_runs = {name: [] for name in wanted if name not in failed}
+    for r in range(repeats):
+        for name in load_runs:
+            got = probes.probe(specs[name], short_file)
+            log(f"[bench] {spec.key} load {name} #{r + 1}: "
+                + (got["error"] if "error" in got else
+                   f"{got['load_to_first_embedding_s']:.2f} s, RSS {got['rss_after_load_mb']:.0f} MB"))
+            load_runs[name].append(got)
+    model["load"] = {}
+    model["load_repeats"] = repeats
+    for name, runs in load_runs.items():
+        good = [g for g in runs if "error" not in g]
+        if not good:
+            model["load"][name] = runs[-1]
+            continue
+        model["load"][name] = {key: statistics.median(g[key] for g in good) for key in good[0]}
+        model["load"][name]["runs"] = good
+
+    # one long text, fresh process: peak RSS
+    if spec.long_context and not args.no_long_rss:
+        long_wl = next(w for w in WORKLOADS if w.name == "long-8192")
+        text = seeded_texts(spec, tokenizer, long_wl, 1, manifest.max_length)[0]
+        long_file = work / f"probe-{spec.key}-long.txt"
+        long_file.write_text(text, encoding="utf-8")
+        tokens = count([text])[0]
+        names = ["edge-int8"] if quick else ["edge-int8", "edge-fp32", "torch-fp32"]
+        long = {"tokens": tokens, "systems": {}, "skipped": {}}
+        for name in names:
+            if name not in load_runs:
+                continue
+            got = probes.probe(specs[name], long_file)
+            log(f"[bench] {spec.key} one {tokens}-token text, {name}: "
+                + (got["error"] if "error" in got else
+                   f"peak RSS {got['peak_rss_mb']:.0f} MB, {got['first_embedding_s']:.1f} s"))
+            long["systems"][name] = got
+        for name in wanted:
+            if name.startswith("llama-"):
+                long["skipped"][name] = "beyond llama.cpp's 2048-token context for v1.5"
+        if quick:
+            for name in ("edge-fp32", "torch-fp32"):
+                if name in wanted:
+                    long["skipped"][name] = "quick mode"
+        model["long_rss"] = long
+    return model
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    deps.ensure("threadpoolctl", "threadpoolctl", log=log)
+    plot_ok = deps.ensure("matplotlib", "matplotlib", log=log)
+    if args.no_llama:
+        llama = {"available": False, "version": None, "message": "llama.cpp SKIPPED: --no-llama given"}
+    elif not any(s.startswith("llama-") for s in args.systems.split(",")):
+        llama = {"available": False, "version": None, "message": "llama.cpp not selected (--systems)"}
+    elif not deps.ensure("gguf", "gguf", log=log):
+        llama = {"available": False, "version": None,
+                 "message": "llama.cpp SKIPPED: the gguf package (needed to write GGUF files) is not installable"}
+    else:
+        llama = deps.ensure_llama(args.llama_timeout, log=log)
+    if not llama["available"]:
+        log(f"[bench] {llama['message']}")
+
+    keys = ["v15", "v2moe"] if args.model == "all" else [args.model]
+    results = {
+        "command": "python bench/run.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "quick": args.quick, "threads": args.threads, "machine": machine_info(),
+        "peers": {"llama.cpp": {**llama, "flash_attn": args.llama_flash_attn}},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "models": {},
+    }
+    shapes = set()
+    for key in keys:
+        flops = roofline.model_flops(checkpoints.full_config(checkpoints.MODELS[key]))
+        for shape in flops["shapes"]:
+            k, n = (int(x) for x in shape.split("x"))
+            if n >= 64:
+                shapes.add((k, n))
+    log(f"[bench] GEMM roofline: {len(shapes)} shapes at M={roofline.ROWS}, {args.threads} threads")
+    rates = roofline.gemm_rates(sorted(shapes), args.threads, 0.3 if args.quick else 1.0)
+    results["roofline"] = {"gemm": rates}
+    for name, vals in rates["best"].items():
+        log(f"[bench]   best {name}: " + ", ".join(f"{s} {v:.0f}" for s, v in vals.items()) + " GFLOP/s")
+
+    for key in keys:
+        results["models"][key] = run_model(checkpoints.MODELS[key], args, results, rates, llama["available"])
+        results["duration_s"] = time.time() - started
+        (work / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+
+    results["duration_s"] = time.time() - started
+    (work / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    text = report.markdown(results)
+    png = report.plot(results, work / "bench.png") if plot_ok else None
+    if png:
+        text += f"\nPlot: {png}\n"
+    (work / "results.md").write_text(text, encoding="utf-8")
+    print(text)
+    log(f"[bench] done in {results['duration_s'] / 60:.1f} min: {work / 'results.json'}, "
+        f"{work / 'results.md'}" + (f", {png}" if png else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The systems compared, behind one interface: texts in, unit-norm embeddings out.
+
+Every system is timed end to end on the same texts (tokenization, batching, the model,
+pooling), with the same thread count. Heavy imports (onnxruntime, torch, llama_cpp) happen
+inside the constructors so that a child process pays only for the system it builds.
+
+    edge-int8, edge-fp32   edge_embed.Embedder on the exported bundle (the public API)
+    torch-fp32             export/nomic_bert.py's NomicBertModel, run with the runtime's own
+                           tokenizer, length-sorted batching (same BatchLimits) and mean pooling
+    llama-F16, llama-Q8_0  llama.cpp through llama-cpp-python on a GGUF of the same checkpoint
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+# system name -> which GEMM bound its linear layers are held to
+COMPUTE = {"edge-int8": "int8", "edge-fp32": "fp32", "torch-fp32": "fp32",
+           "llama-F16": "fp32", "llama-Q8_0": "int8"}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class System:
+    name = "?"
+
+    def prepare(self, texts: list[str]) -> None:
+        """Per-workload setup outside the timed region (llama.cpp sizes its context here)."""
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def pooled(self, texts: list[str]) -> np.ndarray:
+        """Unit-norm mean-pooled states (no Matryoshka step): for the agreement check."""
+        return self.embed(texts)
+
+    def close(self) -> None:
+        pass
+
+
+class EdgeSystem(System):
+    def __init__(self, bundle: Path, precision: str, threads: int):
+        from edge_embed import Embedder
+
+        self.name = f"edge-{precision}"
+        self.model = Embedder(bundle, precision=precision, providers="cpu", threads=threads)
+
+    def embed(self, texts):
+        return self.model.embed(texts)
+
+    def pooled(self, texts):
+        return _unit(self.model.pooled(list(texts), "", "truncate", False))
+
+    def close(self):
+        del self.model
+
+
+class TorchSystem(System):
+    name = "torch-fp32"
+
+    def __init__(self, checkpoint: Path, bundle: Path, threads: int):
+        import torch
+
+        from edge_embed.batching import BatchLimits
+        from edge_embed.manifest import read_manifest
+        from edge_embed.tokenize import TextTokenizer
+        from export.checkpoint import load_state_dict, read_config
+        from export.nomic_bert import build_nomic
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = build_nomic(read_config(checkpoint), load_state_dict(checkpoint))
+        manifest = read_manifest(bundle)
+        self.tokenizer = TextTokenizer(bundle / "tokenizer.json", manifest.max_length)
+        self.pad_id = manifest.pad_token_id
+        self.hidden = manifest.hidden_size
+        self.limits = BatchLimits()  # the runtime's defaults: same batches as edge-embed
+
+    def embed(self, texts):
+        from edge_embed.batching import pad, plan_batches
+        from edge_embed.pooling import mean_pool
+
+        encoded = self.tokenizer.encode(list(texts))
+        lengths = [len(seq) for seq in encoded.sequences]
+        out = np.zeros((len(texts), self.hidden), dtype=np.float32)
+        with self.torch.no_grad():
+            for batch in plan_batches(lengths, self.limits):
+                ids, mask = pad([encoded.sequences[i] for i in batch], self.pad_id)
+                hidden = self.model(self.torch.from_numpy(ids), self.torch.from_numpy(mask)).numpy()
+                out[encoded.owner[batch]] = mean_pool(hidden, mask)
+        return _unit(out)
+
+    def close(self):
+        del self.model
+
+
+class LlamaSystem(System):
+    """llama.cpp (llama-cpp-python) embeddings, mean pooling from the GGUF.
+
+    One llama_decode takes up to n_batch tokens of several texts; every text must fit one
+    micro-batch (non-causal attention), so n_ctx = n_batch = n_ubatch = max(512, longest text
+    rounded up to 64). 512 keeps the attention over a packed batch small next to the GEMMs.
+    """
+
+    def __init__(self, gguf: Path, outtype: str, threads: int, flash_attn: bool = False):
+        import llama_cpp
+
+        self.llama_cpp = llama_cpp
+        self.name = f"llama-{outtype}"
+        self.path, self.threads, self.flash_attn = str(gguf), threads, flash_attn
+        self.vocab = llama_cpp.Llama(model_path=self.path, vocab_only=True, verbose=False)
+        self.llm = None
+        self.size = 0
+        self.prepare(["warm up"])
+
+    def token_counts(self, texts) -> list[int]:
+        return [len(self.vocab.tokenize(t.encode("utf-8"), add_bos=True, special=False)) for t in texts]
+
+    def prepare(self, texts):
+        longest = max(self.token_counts(texts))
+        size = max(512, -(-(longest + 8) // 64) * 64)
+        if size == self.size:
+            return
+        if self.llm is not None:
+            self.llm.close()
+            self.llm = None
+        self.llm = self.llama_cpp.Llama(
+            model_path=self.path, embedding=True, n_ctx=size, n_batch=size, n_ubatch=size,
+            n_threads=self.threads, n_threads_batch=self.threads, flash_attn=self.flash_attn,
+            pooling_type=self.llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False,
+        )
+        self.size = size
+
+    def embed(self, texts):
+        return np.asarray(self.llm.embed(list(texts), normalize=True), dtype=np.float32)
+
+    def close(self):
+        if self.llm is not None:
+            self.llm.close()
+        self.vocab.close()
+
+
+def build(spec: dict) -> System:
+    """spec: {"system", "bundle", "checkpoint", "gguf", "threads", "flash_attn"} (paths as str)."""
+    name, threads = spec["system"], int(spec["threads"])
+    if name.startswith("edge-"):
+        return EdgeSystem(Path(spec["bundle"]), name.split("-", 1)[1], threads)
+    if name == "torch-fp32":
+        return TorchSystem(Path(spec["checkpoint"]), Path(spec["bundle"]), threads)
+    if name.startswith("llama-"):
+        return LlamaSystem(Path(spec["gguf"]), name.split("-", 1)[1], threads, bool(spec.get("flash_attn")))
+    raise ValueError(f"unknown system {name!r}")
