@@ -14,9 +14,10 @@ class BatchLimits:
     max_batch_size: int = 256
 
 
-def plan_batches(lengths: list[int], limits: BatchLimits = BatchLimits()) -> Iterator[list[int]]:
+def plan_batches(lengths: list[int], limits: BatchLimits | None = None) -> Iterator[list[int]]:
     """Yield lists of sequence indices, longest first; each batch fits the limits
     (a single sequence always forms a batch, however long)."""
+    limits = limits or BatchLimits()
     order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
     batch: list[int] = []
     for index in order.tolist():

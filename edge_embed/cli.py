@@ -65,7 +65,7 @@ def cmd_info(args) -> int:
     print(f"hidden size  {manifest.hidden_size}")
     print(f"max length   {manifest.max_length} tokens")
     print(f"dims         {mat.min_dim}..{mat.max_dim} ({data['matryoshka']['recipe']})")
-    print(f"tasks        " + ", ".join(f"{t} -> {p!r}" for t, p in manifest.prefixes.items()))
+    print("tasks        " + ", ".join(f"{t} -> {p!r}" for t, p in manifest.prefixes.items()))
     for precision, files in manifest.models.items():
         size = sum((Path(args.bundle) / f).stat().st_size for f in files if (Path(args.bundle) / f).exists())
         print(f"model        {precision}: {files[0]} ({size / 1e6:.1f} MB)")

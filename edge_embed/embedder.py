@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_embed.batching import BatchLimits, pad, plan_batches
-from edge_embed.errors import EdgeEmbedError, InputError
+from edge_embed.errors import EdgeEmbedError, InputError, TruncationWarning
 from edge_embed.manifest import TASK_ALIASES, read_manifest, verify_files
 from edge_embed.pooling import binarize, matryoshka, mean_pool
 from edge_embed.progress import Progress
@@ -16,10 +16,6 @@ from edge_embed.session import create_session, resolve_precision, resolve_provid
 from edge_embed.tokenize import TextTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
-
-
-class TruncationWarning(UserWarning):
-    """Some texts were longer than the model's max length and were cut."""
 
 
 class Embedder:
@@ -135,12 +131,11 @@ class Embedder:
         """Mean-pooled token states [n, hidden] (float32), in input order."""
         encoded = self.tokenizer.encode(texts, prefix, truncation)
         if encoded.truncated:
-            warnings.warn(
+            message = (
                 f"{len(encoded.truncated)} of {len(texts)} texts were longer than {self.max_length} "
-                "tokens and were truncated; pass truncation='chunk' to embed them whole",
-                TruncationWarning,
-                stacklevel=3,
+                "tokens and were truncated; pass truncation='chunk' to embed them whole"
             )
+            warnings.warn(TruncationWarning(message, len(encoded.truncated)), stacklevel=3)
         lengths = [len(seq) for seq in encoded.sequences]
         sums = np.zeros((len(texts), self.manifest.hidden_size), dtype=np.float64)
         counts = np.zeros(len(texts), dtype=np.float64)

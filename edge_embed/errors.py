@@ -11,3 +11,11 @@ class BundleError(EdgeEmbedError):
 
 class InputError(EdgeEmbedError, ValueError):
     """Bad arguments to embed(): texts, task, dim, precision, providers."""
+
+
+class TruncationWarning(UserWarning):
+    """Some texts were longer than the model's max length and were cut; `count` says how many."""
+
+    def __init__(self, message: str, count: int = 0):
+        super().__init__(message)
+        self.count = count

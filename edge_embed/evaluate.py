@@ -20,6 +20,8 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import EdgeEmbedError
+from .errors import EdgeEmbedError, TruncationWarning
 from .progress import Progress
 
 CHUNK = 256  # texts per embed() call: small enough for a lively progress bar
@@ -234,7 +236,9 @@ def embed_chunked(
     """
     parts = []
     quiet = _quiet_kwargs(model)
-    with Progress(len(texts), label, enabled=progress) as bar:
+    with Progress(len(texts), label, enabled=progress) as bar, warnings.catch_warnings(record=True) as caught:
+        # One summary line instead of a truncation warning per chunk.
+        warnings.simplefilter("always", TruncationWarning)
         for start in range(0, len(texts), chunk):
             batch = texts[start : start + chunk]
             out = np.asarray(model.embed(batch, task=task, dim=dim, **quiet), dtype=np.float32)
@@ -244,6 +248,10 @@ def embed_chunked(
                 )
             parts.append(out)
             bar.update(len(batch))
+    truncated = sum(getattr(w.message, "count", 0) for w in caught)
+    if truncated:
+        print(f"{label}: {truncated} of {len(texts)} texts were truncated to the model's max length",
+              file=sys.stderr)
     if not parts:
         return np.zeros((0, dim or 0), dtype=np.float32)
     return np.concatenate(parts, axis=0)

@@ -76,7 +76,7 @@ class Manifest:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "Manifest":
+    def from_json(cls, data: dict) -> Manifest:
         if data.get("format") != FORMAT:
             raise BundleError(f"{MANIFEST_NAME} is not an edge-embed manifest (format={data.get('format')!r})")
         version = data.get("format_version")
@@ -124,10 +124,14 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 def read_manifest(bundle: Path) -> Manifest:
     bundle = Path(bundle)
     if not bundle.is_dir():
-        raise BundleError(f"bundle directory {bundle} does not exist; create one with `python -m export SRC --out {bundle}`")
+        raise BundleError(
+            f"bundle directory {bundle} does not exist; create one with `python -m export SRC --out {bundle}`"
+        )
     path = bundle / MANIFEST_NAME
     if not path.exists():
-        raise BundleError(f"{bundle} has no {MANIFEST_NAME}: it is not an edge-embed bundle (export one with `python -m export`)")
+        raise BundleError(
+            f"{bundle} has no {MANIFEST_NAME}: it is not an edge-embed bundle (export one with `python -m export`)"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:

@@ -27,7 +27,7 @@ class BertConfig:
     layer_norm_eps: float
 
     @classmethod
-    def from_hf(cls, cfg: dict) -> "BertConfig":
+    def from_hf(cls, cfg: dict) -> BertConfig:
         if cfg.get("hidden_act", "gelu") != "gelu":
             raise CheckpointError(f"hidden_act {cfg['hidden_act']!r} is not supported (gelu only)")
         if cfg.get("position_embedding_type", "absolute") != "absolute":

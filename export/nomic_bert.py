@@ -46,7 +46,7 @@ class NomicConfig:
     pad_token_id: int
 
     @classmethod
-    def from_hf(cls, cfg: dict) -> "NomicConfig":
+    def from_hf(cls, cfg: dict) -> NomicConfig:
         unsupported = {
             "prenorm": True,
             "causal": True,

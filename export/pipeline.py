@@ -59,8 +59,9 @@ def pad_token_id(config: dict, tokenizer_path: Path) -> int:
     return int(config.get("pad_token_id") or 0)
 
 
-def export_bundle(src: str, out: Path, options: ExportOptions = ExportOptions()) -> dict:
+def export_bundle(src: str, out: Path, options: ExportOptions | None = None) -> dict:
     """Export SRC (local HF directory or hub id) to the bundle directory OUT; returns the report."""
+    options = options or ExportOptions()
     source = resolve_source(src, options.revision)
     config = read_config(source)
     if options.rotary_scaling_factor is not None:
@@ -114,7 +115,8 @@ def _manifest(family, config, source, staging, models, options) -> Manifest:
             "base": config.get("rotary_emb_base"),
             "scaling_factor": config.get("rotary_scaling_factor"),
             "max_trained_positions": config.get("max_trained_positions"),
-            "scaling_rule": "dynamic NTK per text: base*(f*L/Lt-(f-1))**(d/(d-2)) when L > Lt, L = the text's own length",
+            "scaling_rule": "dynamic NTK per text: base*(f*L/Lt-(f-1))**(d/(d-2)) when L > Lt, "
+            "L = the text's own length",
         }
     if family is families.V2_MOE:
         extra["moe"] = {"mode": options.moe, "num_experts": config.get("num_experts"),

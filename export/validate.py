@@ -11,9 +11,9 @@ import onnxruntime as ort
 import torch
 
 from edge_embed import Embedder
+from edge_embed.batching import pad
 from edge_embed.errors import EdgeEmbedError
 from edge_embed.pooling import matryoshka, mean_pool
-from edge_embed.batching import pad
 
 FP32_MAX_ABS = 1e-4  # on unit-norm full-width embeddings
 

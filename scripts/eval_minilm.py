@@ -11,10 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from minilm import minilm_bundle  # noqa: E402
+from minilm import minilm_bundle
 
-from edge_embed import Embedder  # noqa: E402
-from edge_embed.evaluate import evaluate  # noqa: E402
+from edge_embed import Embedder
+from edge_embed.evaluate import evaluate
 
 
 def main() -> int:

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fixture_recipe import DATA_DIR, write_fixture  # noqa: E402
+from fixture_recipe import DATA_DIR, write_fixture
 
 _checkpoints: dict[str, Path] = {}
 _bundles: dict[tuple, Path] = {}

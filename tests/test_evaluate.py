@@ -29,7 +29,6 @@ from edge_embed.evaluate import (
 )
 from edge_embed.progress import Progress
 
-
 # ---------------------------------------------------------------------------- fake models
 
 

@@ -44,7 +44,7 @@ TASK_KEYS = (
 def extract(ref: np.lib.npyio.NpzFile) -> dict[str, np.ndarray]:
     out = {k: ref[k] for k in ref.files if k.startswith("meta.")}
     dims = [int(d) for d in ref["meta.matryoshka_dims"]]
-    moe_layers = [int(l) for l in ref["meta.moe_layers"]] if "meta.moe_layers" in ref else []
+    moe_layers = [int(layer) for layer in ref["meta.moe_layers"]] if "meta.moe_layers" in ref else []
     for task in ref["meta.tasks"]:
         for k in TASK_KEYS:
             out[f"{task}.{k}"] = ref[f"{task}.{k}"]
