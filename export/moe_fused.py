@@ -46,7 +46,8 @@ class _MoEOp(torch.autograd.Function):
 
     forward: the function the node stands for (erf GELU, like torch's sparse path), from the
     router logits it is given, written like `MoEMLP.sparse` on all tokens. It runs only while
-    tracing, where calling a submodule (`moe.sparse` calls the router Linear) inside a Function breaks the tracer's module map.
+    tracing, where calling a submodule (`moe.sparse` calls the router Linear) inside a Function
+    breaks the tracer's module map.
     symbolic: the contrib op. `moe` is a non-tensor argument, read for its sizes and `expert`.
     """
 
