@@ -83,11 +83,12 @@ def export_bundle(src: str, out: Path, options: ExportOptions | None = None) -> 
         manifest = _manifest(family, config, source, staging, models, options)
         write_manifest(staging, manifest)
         report = validate_bundle(model, staging, config) if options.validate else {"skipped": True}
+        if report.get("failed"):  # nothing is written: a bundle that loads must be a correct one
+            raise ValidationError(f"fp32 parity check failed, no bundle written: {report['failed']}; "
+                                  f"figures: {json.dumps(report['precisions'])}")
         (staging / "validation.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         for path in staging.iterdir():
             shutil.move(str(path), out / path.name)
-    if report.get("failed"):
-        raise ValidationError(f"fp32 parity check failed: {report['failed']} (see {out / 'validation.json'})")
     return report
 
 
