@@ -1,0 +1,59 @@
+"""The export pipeline on checkpoints of other shapes than the fixtures, and its failure path."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from fixture_recipe import make_weights
+from safetensors.numpy import save_file
+
+from edge_embed import Embedder
+from export import validate
+from export.nomic_bert import NomicBertModel, NomicConfig
+from export.pipeline import ExportOptions, export_bundle
+from export.validate import ValidationError
+
+
+def reshaped_checkpoint(checkpoint, tmp_path, name: str, **changes) -> tuple:
+    """A copy of a fixture with a changed config and fresh recipe weights of matching shapes."""
+    target = tmp_path / "ckpt"
+    shutil.copytree(checkpoint(name), target)
+    config = {**json.loads((target / "config.json").read_text()), **changes}
+    (target / "config.json").write_text(json.dumps(config))
+    with torch.device("meta"):
+        shapes = NomicBertModel(NomicConfig.from_hf(config)).state_dict()
+    weights = make_weights(config, [(k, tuple(v.shape)) for k, v in shapes.items()], seed=7)
+    save_file(weights, str(target / "model.safetensors"), metadata={"format": "pt"})
+    return target, config
+
+
+@pytest.mark.parametrize("name, changes, dims", [
+    ("nomic-v15-tiny", {"n_embd": 96, "n_head": 6, "n_layer": 3, "n_inner": 512}, (8, 96)),
+    ("nomic-v15-tiny-longctx", {"n_embd": 48, "n_head": 3, "max_trained_positions": 24}, (4, 48)),
+    ("nomic-v2moe-tiny", {"n_embd": 48, "n_head": 3, "n_layer": 6, "num_experts": 4, "n_inner": 96}, (16, 48)),
+])
+def test_other_shapes_export_and_validate(checkpoint, tmp_path, name, changes, dims):
+    source, _ = reshaped_checkpoint(checkpoint, tmp_path, name, **changes)
+    report = export_bundle(str(source), tmp_path / "bundle")
+    assert report["precisions"]["fp32"]["max_abs"] < 1e-5
+    assert report["precisions"]["int8"]["min_cosine"] > 0.98
+    model = Embedder(tmp_path / "bundle")
+    assert model.dims == dims
+    assert model.embed(["a text", "another, longer text"], task="clustering").shape == (2, dims[1])
+
+
+def test_failed_validation_writes_no_bundle(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(validate, "FP32_MAX_ABS", 0.0)  # any rounding at all now counts as drift
+    out = tmp_path / "bundle"
+    with pytest.raises(ValidationError, match="fp32 parity check failed, no bundle written"):
+        export_bundle(str(checkpoint("nomic-v15-tiny")), out, ExportOptions(int8=False))
+    assert not any(out.iterdir())
+
+
+def test_rotary_scaling_factor_option_is_recorded(checkpoint, tmp_path):
+    out = tmp_path / "bundle"
+    export_bundle(str(checkpoint("nomic-v15-tiny")), out, ExportOptions(int8=False, rotary_scaling_factor=2.0))
+    manifest = json.loads((out / "edge_embed.json").read_text())
+    assert manifest["rotary"]["scaling_factor"] == 2.0 and manifest["rotary"]["base"] == 1000
