@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from export.checkpoint import CheckpointError, strip_and_check
+from export.nomic_bert import attention_bias
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class BertModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         x = self.embeddings(input_ids)
-        mask_bias = (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+        mask_bias = attention_bias(attention_mask)
         for layer in self.encoder.layer:
             x = layer(x, mask_bias)
         return x

@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dynamic NTK factor for long context (nomic v1.5 card: 2); default: config.json")
     p.add_argument("--revision", help="hub revision when SRC is a model id")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 model")
+    p.add_argument("--fp16", action="store_true", help="also write an fp16 model (for CUDA; auto picks it on GPU)")
     p.add_argument("--no-validate", action="store_true", help="skip the parity check (not recommended)")
 
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = ExportOptions(
         moe=args.moe, max_length=args.max_length, min_dim=args.min_dim,
-        rotary_scaling_factor=args.rotary_scaling_factor, int8=not args.no_int8,
+        rotary_scaling_factor=args.rotary_scaling_factor, int8=not args.no_int8, fp16=args.fp16,
         validate=not args.no_validate, revision=args.revision,
     )
     try:

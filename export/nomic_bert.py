@@ -122,6 +122,12 @@ def rotary_tables(lengths: torch.Tensor, seq_len: int, cfg: NomicConfig):
     return emb.cos(), emb.sin()
 
 
+def attention_bias(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, 1, 1, S]: 0 on real keys, the most negative float on padding (added to the scores)."""
+    real = attention_mask[:, None, None, :] > 0
+    return torch.where(real, 0.0, torch.finfo(torch.float32).min)
+
+
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x: [B, H, S, D]; cos/sin: [B, S, D]. Rotate-half (non-interleaved)."""
     half = x.shape[-1] // 2
@@ -307,7 +313,7 @@ class NomicBertModel(nn.Module):
         real_tokens = attention_mask > 0
         lengths = attention_mask.sum(dim=1)
         cos, sin = rotary_tables(lengths, input_ids.shape[1], self.config)
-        mask_bias = (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+        mask_bias = attention_bias(attention_mask)
         for layer in self.encoder.layers:
             x = layer(x, cos, sin, mask_bias, real_tokens)
         return x

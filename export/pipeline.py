@@ -16,6 +16,7 @@ import edge_embed
 from edge_embed.manifest import Manifest, Matryoshka, sha256_file, write_manifest
 from export import families
 from export.checkpoint import CheckpointError, load_state_dict, read_config, resolve_source
+from export.fp16 import convert_fp16
 from export.onnx_export import INPUTS, OUTPUT, export_fp32
 from export.quantize import quantize_int8
 from export.validate import ValidationError, validate_bundle
@@ -30,6 +31,7 @@ class ExportOptions:
     min_dim: int | None = None
     rotary_scaling_factor: float | None = None
     int8: bool = True
+    fp16: bool = False  # for GPU bundles
     validate: bool = True
     revision: str | None = None
 
@@ -80,6 +82,9 @@ def export_bundle(src: str, out: Path, options: ExportOptions | None = None) -> 
         if options.int8:
             models["int8"] = quantize_int8(staging / "model.fp32.onnx", staging / "model.int8.onnx")
             log(f"[export] int8 ONNX written ({_megabytes(staging, models['int8'])} MB)")
+        if options.fp16:
+            models["fp16"] = convert_fp16(staging / "model.fp32.onnx", staging / "model.fp16.onnx")
+            log(f"[export] fp16 ONNX written ({_megabytes(staging, models['fp16'])} MB)")
         manifest = _manifest(family, config, source, staging, models, options)
         write_manifest(staging, manifest)
         report = validate_bundle(model, staging, config) if options.validate else {"skipped": True}

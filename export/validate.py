@@ -128,7 +128,7 @@ def validate_bundle(model, bundle, config: dict) -> dict:
     """Run every precision of the bundle on the validation texts; fail loudly on fp32 drift."""
     report: dict = {"texts": 0, "precisions": {}}
     reference_routes = None
-    for precision in ("fp32", "int8"):
+    for precision in ("fp32", "int8", "fp16"):  # fp16 runs on CPU here only to check its numbers
         try:
             embedder = Embedder(bundle, precision=precision, providers="cpu", verify=False)
         except EdgeEmbedError:
