@@ -57,3 +57,23 @@ def test_rotary_scaling_factor_option_is_recorded(checkpoint, tmp_path):
     export_bundle(str(checkpoint("nomic-v15-tiny")), out, ExportOptions(int8=False, rotary_scaling_factor=2.0))
     manifest = json.loads((out / "edge_embed.json").read_text())
     assert manifest["rotary"]["scaling_factor"] == 2.0 and manifest["rotary"]["base"] == 1000
+
+
+def test_fp16_bundle_keeps_rotary_and_routing_in_fp32(checkpoint, tmp_path):
+    import numpy as np
+    import onnx
+
+    out = tmp_path / "bundle"
+    report = export_bundle(str(checkpoint("nomic-v2moe-tiny")), out, ExportOptions(int8=False, fp16=True))
+    assert report["precisions"]["fp16"]["min_cosine"] > 0.999
+    graph = onnx.load(str(out / "model.fp16.onnx")).graph
+    half = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    assert half, "the expert and attention weights should be fp16"
+    for node in graph.node:
+        if node.op_type in ("Cos", "Sin", "TopK") or "router" in node.name:
+            assert not set(node.input) & half, f"{node.name} must compute in fp32"
+    texts = ["hola mundo", "a longer English sentence to embed"]
+    fp16 = Embedder(out, precision="fp16", providers="cpu").embed(texts)
+    fp32 = Embedder(out, precision="fp32").embed(texts)
+    assert (fp16 * fp32).sum(axis=1).min() > 0.999
+    assert np.abs(fp16 - fp32).max() > 0  # it really is a different model
