@@ -77,3 +77,19 @@ def test_fp16_bundle_keeps_rotary_and_routing_in_fp32(checkpoint, tmp_path):
     fp32 = Embedder(out, precision="fp32").embed(texts)
     assert (fp16 * fp32).sum(axis=1).min() > 0.999
     assert np.abs(fp16 - fp32).max() > 0  # it really is a different model
+
+
+def test_large_models_keep_weights_in_external_data(checkpoint, tmp_path, monkeypatch):
+    from export import onnx_export
+
+    monkeypatch.setattr(onnx_export, "TWO_GB", 1 << 20)  # pretend the 8 MB tiny model is "over 2 GB"
+    out = tmp_path / "bundle"
+    export_bundle(str(checkpoint("nomic-v15-tiny")), out, ExportOptions(int8=False))
+    manifest = json.loads((out / "edge_embed.json").read_text())
+    assert manifest["models"]["fp32"] == ["model.fp32.onnx", "model.fp32.onnx.data"]
+    assert (out / "model.fp32.onnx").stat().st_size < 1 << 20
+    assert "model.fp32.onnx.data" in manifest["files"]
+    assert Embedder(out, precision="fp32").embed(["external data"]).shape == (1, 64)
+    (out / "model.fp32.onnx.data").write_bytes(b"broken")
+    with pytest.raises(Exception, match="checksum mismatch for .*model.fp32.onnx.data"):
+        Embedder(out, precision="fp32")
