@@ -8,8 +8,9 @@ attention mask [B, S] as the full model gives them. Each MoE mode is exported li
 export.onnx_export.export_fp32 (TorchScript, opset 18, constant folding) and quantized with
 export.quantize.quantize_int8. The layer is timed at 8 texts x 128 tokens and 2 texts x 512
 tokens (every token real), in ORT on CPU; all six sessions alternate within each round (order
-rotated every round) and the median round counts. Also reported: each session's max-abs
-difference from the eager torch layer (erf GELU) on the timed inputs.
+rotated every round) and the median round counts, of wall time and of this process's CPU time
+(the latter less sensitive to other jobs on the machine). Also reported: each session's
+max-abs difference from the eager torch layer (sparse, erf GELU) on the timed inputs.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
@@ -82,8 +84,6 @@ def export(layer: Layer, path: Path) -> None:
                 layer, (hidden, mask), os.fspath(traced), dynamo=False, opset_version=OPSET,
                 input_names=names, output_names=["out"], dynamic_axes=axes, do_constant_folding=True,
             )  # fmt: skip
-        import onnx
-
         save(onnx.load(os.fspath(traced)), path)
 
 
@@ -97,6 +97,9 @@ def session(path: Path, threads: int) -> ort.InferenceSession:
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
+    # No spin-waiting: CPU time then counts work only, and an idle session does not steal
+    # cycles from the one being timed (this layer is GEMM-bound, so spinning buys nothing).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
 
 
@@ -111,11 +114,26 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def time_sessions(sessions: dict, feeds: dict, rounds: int) -> dict:
+    """Median wall and CPU ms per session; every round runs all of them, order rotated."""
+    keys = list(sessions)
+    wall, cpu = {k: [] for k in keys}, {k: [] for k in keys}
+    for r in range(rounds):
+        for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            run(sessions[k], feeds)
+            wall[k].append(time.perf_counter() - start)
+            cpu[k].append(time.process_time() - start_cpu)
+    return {k: {"ms": 1e3 * statistics.median(wall[k]), "cpu_ms": 1e3 * statistics.median(cpu[k])} for k in keys}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 9)
     modes = args.modes.split(",")
     layers = build_layers()
+    results = {"threads": args.threads, "rounds": rounds, "onnxruntime": ort.__version__,
+               "load_avg_start": os.getloadavg()[0], "shapes": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -124,37 +142,26 @@ def main(argv=None) -> int:
             fp32, int8 = work / f"{mode}.fp32.onnx", work / f"{mode}.int8.onnx"
             export(layers[mode], fp32)
             quantize_int8(fp32, int8)
-            sessions[(mode, "fp32")] = session(fp32, args.threads)
-            sessions[(mode, "int8")] = session(int8, args.threads)
+            sessions[f"{mode}/fp32"] = session(fp32, args.threads)
+            sessions[f"{mode}/int8"] = session(int8, args.threads)
             print(f"[moe_layer] exported {mode}: fp32 {fp32.stat().st_size >> 20} MiB, "
                   f"int8 {int8.stat().st_size >> 20} MiB", file=sys.stderr, flush=True)
-        results = {"threads": args.threads, "rounds": rounds, "onnxruntime": ort.__version__,
-                   "shapes": {}}  # fmt: skip
         for batch, seq in SHAPES:
             rng = np.random.default_rng(seq)
             feeds = {"hidden": rng.standard_normal((batch, seq, CFG.n_embd), dtype=np.float32),
                      "attention_mask": np.ones((batch, seq), dtype=np.int64)}  # fmt: skip
             with torch.no_grad():
                 ref = layers["sparse"](*(torch.from_numpy(v) for v in feeds.values())).numpy()
-            keys = list(sessions)
-            times = {k: [] for k in keys}
-            err = {k: float(np.abs(run(sessions[k], feeds) - ref).max()) for k in keys}  # and warm-up
-            for r in range(rounds):
-                for k in keys[r % len(keys):] + keys[: r % len(keys)]:
-                    time.sleep(0.05)  # let the previous session's spinning threads settle
-                    start = time.perf_counter()
-                    run(sessions[k], feeds)
-                    times[k].append(time.perf_counter() - start)
-            row = {f"{m}/{p}": {"ms": 1e3 * statistics.median(times[(m, p)]), "max_abs": err[(m, p)]}
-                   for m, p in keys}  # fmt: skip
+            err = {k: float(np.abs(run(s, feeds) - ref).max()) for k, s in sessions.items()}  # and warm-up
+            row = time_sessions(sessions, feeds, rounds)
+            for key, cell in row.items():
+                dense = row.get("dense/" + key.split("/")[1])
+                cell["max_abs"] = err[key]
+                if dense:
+                    cell["vs_dense"] = cell["ms"] / dense["ms"]
+                    cell["cpu_vs_dense"] = cell["cpu_ms"] / dense["cpu_ms"]
             results["shapes"][f"{batch}x{seq}"] = row
-        sessions.clear()
-    for shape, row in results["shapes"].items():
-        for p in ("fp32", "int8"):
-            dense = row.get(f"dense/{p}", {}).get("ms")
-            for m in modes:
-                if dense and f"{m}/{p}" in row:
-                    row[f"{m}/{p}"]["vs_dense"] = row[f"{m}/{p}"]["ms"] / dense
+    results["load_avg_end"] = os.getloadavg()[0]  # other jobs on the machine inflate wall times
     print(table(results, modes))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -164,18 +171,19 @@ def main(argv=None) -> int:
 
 
 def table(results: dict, modes: list[str]) -> str:
-    lines = ["| tokens | precision | " + " | ".join(f"{m} ms" for m in modes)
-             + " | sparse/dense | fused/dense | max-abs vs torch (" + ", ".join(modes) + ") |",
-             "|---" * (len(modes) + 5) + "|"]  # fmt: skip
+    """ms: median wall time; X/dense: wall-time ratio (CPU-time ratio, less sensitive to other load)."""
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    vs = [m for m in ("sparse", "fused") if m in modes]
+    lines = ["| texts x tokens | precision | " + " | ".join(f"{m} ms" for m in modes)
+             + "".join(f" | {m}/dense wall (cpu)" for m in vs) + " | max-abs vs torch (" + ", ".join(modes) + ") |",
+             "|---" * (len(modes) + len(vs) + 3) + "|"]  # fmt: skip
     for shape, row in results["shapes"].items():
         for p in ("fp32", "int8"):
-            ms = [row.get(f"{m}/{p}", {}).get("ms") for m in modes]
-            ratio = [row.get(f"{m}/{p}", {}).get("vs_dense") for m in ("sparse", "fused")]
-            errs = [row.get(f"{m}/{p}", {}).get("max_abs") for m in modes]
-            fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-            lines.append(f"| {shape} | {p} | " + " | ".join(fmt(v, ".1f") for v in ms) + " | "
-                         + " | ".join(fmt(v, ".2f") for v in ratio) + " | "
-                         + ", ".join(fmt(v, ".1e") for v in errs) + " |")  # fmt: skip
+            cell = {m: row.get(f"{m}/{p}", {}) for m in modes}
+            ratios = [f"{fmt(cell[m].get('vs_dense'), '.2f')} ({fmt(cell[m].get('cpu_vs_dense'), '.2f')})" for m in vs]
+            lines.append(f"| {shape} | {p} | " + " | ".join(fmt(cell[m].get("ms"), ".1f") for m in modes)
+                         + "".join(f" | {r}" for r in ratios) + " | "
+                         + ", ".join(fmt(cell[m].get("max_abs"), ".1e") for m in modes) + " |")  # fmt: skip
     return "\n".join(lines)
 
 

