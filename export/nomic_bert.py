@@ -136,6 +136,10 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class Attention(nn.Module):
+    # ONNX export emits the core (rotary, masked softmax attention) as onnxruntime contrib ops,
+    # export/attention_fused.py: same function, flash attention (no S x S scores), fewer nodes.
+    fused_export = True
+
     def __init__(self, cfg: NomicConfig):
         super().__init__()
         self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
@@ -144,6 +148,11 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, mask_bias):
         b, s, h = x.shape
+        if self.fused_export and torch.onnx.is_in_onnx_export():
+            from export.attention_fused import fused_attention
+
+            core = fused_attention(self.Wqkv(x), cos, sin, mask_bias, self.n_head, self.head_dim)
+            return self.out_proj(core)
         qkv = self.Wqkv(x).view(b, s, 3, self.n_head, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, H, S, D]; q rows first, then k, then v
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
