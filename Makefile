@@ -30,6 +30,7 @@ eval: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py --work $(WORK)/bench
+	$(PY) bench/moe_layer.py --work $(WORK)/bench --out $(WORK)/bench/moe_layer.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edge_embed export tests bench scripts
