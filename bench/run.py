@@ -13,7 +13,8 @@ llama.cpp, and measures, with the same thread count for every system:
 - load time to first embedding and RSS in fresh processes; peak RSS for one 8192-token text;
 - file sizes; GEMM GFLOP/s (fp32, int8) and each result as a fraction of that roofline.
 
-Writes --work/results.json, --work/results.md, --work/bench.png and prints the tables.
+Writes --work/results.json, --work/results.md, --work/bench.png (with --tag T: results-T.json, ...)
+and prints the tables.
 `--quick` is a smoke test (fewer texts and rounds, no 8192-token throughput run): a few minutes
 once the bundles are cached (the first export of the two models takes several more).
 """
@@ -43,10 +44,12 @@ import probes  # noqa: E402
 import report  # noqa: E402
 import roofline  # noqa: E402
 import systems as systems_mod  # noqa: E402
+from cpuload import WAIT_BUDGET, CpuMeter, wait_quiet  # noqa: E402
 from workloads import WORKLOADS, TextMaker  # noqa: E402
 
 ALL_SYSTEMS = ["edge-int8", "edge-fp32", "torch-fp32", "llama-Q8_0", "llama-F16"]
 SETTLE_S = 0.2  # idle gap before each timed call: the previous system's threads stop spinning
+DIRTY = 0.10  # a round where other processes took more than this share of the CPU is repeated
 
 
 def log(message: str) -> None:
@@ -93,6 +96,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default="build/bench", help="cache and output folder (default build/bench)")
     p.add_argument("--quick", action="store_true", help="smoke test: fewer texts and rounds")
+    p.add_argument("--tag", default="", help="name the outputs results-TAG.json/.md, bench-TAG.png")
     p.add_argument("--model", choices=["v15", "v2moe", "all"], default="all")
     p.add_argument("--threads", type=int, default=2, help="threads for every system (default 2)")
     p.add_argument("--systems", default=",".join(ALL_SYSTEMS),
@@ -106,9 +110,16 @@ def parse_args(argv=None):
     p.add_argument("--moe", choices=["sparse", "dense", "fused"], help="export option for v2-moe (default: "
                    "export's own default)")
     p.add_argument("--reexport", action="store_true", help="export the bundles again even if cached")
+    p.add_argument("--reuse-bundles", action="store_true",
+                   help="use cached bundles even if export/ or edge_embed/ changed since they were made")
     p.add_argument("--load-repeats", type=int, help="fresh processes per system for load time (default 1 "
                    "quick, 3 full)")
     p.add_argument("--no-long-rss", action="store_true", help="skip the 8192-token peak-RSS processes")
+    p.add_argument("--quiet-wait", type=float,
+                   help="before each round, wait up to this many seconds for other processes to go "
+                   "idle, and repeat rounds they disturbed (default 30 full, 0 quick)")
+    p.add_argument("--quiet-budget", type=float, default=300,
+                   help="total seconds the run may spend waiting for quiet (default 300)")
     return p.parse_args(argv)
 
 
@@ -148,20 +159,34 @@ def agreement(built: dict, texts: list[str]) -> dict:
     return out
 
 
-def measure_workload(built, workload, texts, lengths, rounds, model_flops, mix, quick) -> dict:
+def measure_workload(built, workload, texts, lengths, rounds, quiet_wait: float) -> dict:
+    """Alternating rounds over the systems: per system the wall time of embed(texts) and the
+    share of the CPU that other processes took during the call. A round in which others took
+    more than DIRTY of the CPU during any call is repeated (after waiting for quiet), up to half
+    as many extra rounds as planned; medians use the clean rounds when at least half are clean."""
     names = list(built)
     for name in names:  # per-workload setup and a warm-up call, outside the timed region
         built[name].prepare(texts)
         built[name].embed(texts[: min(len(texts), 4)] if not workload.long else [texts[0][:2000]])
     times = {name: [] for name in names}
+    others = {name: [] for name in names}
+    clean_rounds: list[int] = []
     errors = {}
-    for r in range(rounds):
+    r = 0
+    extra = (rounds + 1) // 2  # at most this many rounds added to replace disturbed ones
+    while len(clean_rounds) < rounds and r < rounds + extra and (r < rounds or quiet_wait > 0):
+        if quiet_wait > 0:
+            share = wait_quiet(quiet_wait, log=log)
+            if r >= rounds and share > DIRTY / 2:
+                log("[bench]     still busy: no more extra rounds")
+                break
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
             if name in errors:
                 continue
             gc.collect()
             time.sleep(SETTLE_S)
+            meter = CpuMeter()
             start = time.perf_counter()
             try:
                 built[name].embed(texts)
@@ -170,35 +195,56 @@ def measure_workload(built, workload, texts, lengths, rounds, model_flops, mix, 
                 log(f"[bench]     {name} failed: {errors[name]}")
                 continue
             times[name].append(time.perf_counter() - start)
-        done = ", ".join(f"{n} {sum(lengths) / times[n][-1]:.0f}" for n in names if times[n])
-        log(f"[bench]     round {r + 1}/{rounds}: tok/s {done}")
+            others[name].append(meter.others())
+        busy = max((others[n][-1] for n in names if n not in errors and others[n]), default=0.0)
+        if busy <= DIRTY:
+            clean_rounds.append(r)
+        done = ", ".join(f"{n} {sum(lengths) / times[n][-1]:.0f}" for n in names if n not in errors)
+        log(f"[bench]     round {r + 1}: tok/s {done}"
+            + (f" (DISCOUNTED: other processes took up to {100 * busy:.0f}% CPU)" if busy > DIRTY else ""))
+        r += 1
+    use = clean_rounds if len(clean_rounds) >= (rounds + 1) // 2 else list(range(r))
     tokens = int(sum(lengths))
-    linear, attention = roofline.text_flops(model_flops, lengths)
     out = {"texts": len(texts), "tokens": tokens, "mean_tokens": tokens / len(texts),
-           "min_tokens": int(min(lengths)), "max_tokens": int(max(lengths)), "rounds": rounds,
-           "flops": {"linear": linear, "attention": attention},
-           "bound_tok_s": {kind: tokens / roofline.bound_seconds(model_flops, mix, kind, lengths)
-                           for kind in ("int8", "fp32")},
-           "systems": {}}
+           "min_tokens": int(min(lengths)), "max_tokens": int(max(lengths)), "rounds": len(use),
+           "rounds_run": r, "rounds_clean": len(clean_rounds), "contended": use != clean_rounds,
+           "lengths": [int(n) for n in lengths], "systems": {}}
     for name in names:
         if name in errors:
             out["systems"][name] = {"error": errors[name]}
             continue
-        median = statistics.median(times[name])
-        compute = systems_mod.COMPUTE[name]
-        entry = {
-            "times_s": times[name], "median_s": median, "tok_s": tokens / median,
-            "texts_s": len(texts) / median, "gflops": (linear + attention) / median / 1e9,
-            "bound_fraction": roofline.bound_seconds(model_flops, mix, compute, lengths) / median,
-            "bound": compute,
-        }
+        kept = [times[name][i] for i in use]
+        median = statistics.median(kept)
+        entry = {"times_s": times[name], "used_rounds": use, "median_s": median, "tok_s": tokens / median,
+                 "texts_s": len(texts) / median, "others_cpu": others[name],
+                 "others_cpu_max": max(others[name][i] for i in use)}
         if hasattr(built[name], "token_counts"):
             entry["own_tokens"] = int(sum(built[name].token_counts(texts)))
         out["systems"][name] = entry
     return out
 
 
-def run_model(spec, args, results, rates, llama_ok) -> dict:
+def apply_roofline(model: dict, rates: dict) -> None:
+    """GFLOP/s, the roofline bound and each system's fraction of it (after all GEMM measurements)."""
+    flops = model["flops"]
+    mix = roofline.model_bound(flops, rates)
+    model["gemm_bound"] = mix
+    for wl in model["workloads"].values():
+        lengths = wl["lengths"]
+        linear, attention = roofline.text_flops(flops, lengths)
+        wl["flops"] = {"linear": linear, "attention": attention}
+        wl["bound_tok_s"] = {kind: wl["tokens"] / roofline.bound_seconds(flops, mix, kind, lengths)
+                             for kind in ("int8", "fp32")}
+        for name, entry in wl["systems"].items():
+            if "median_s" not in entry:
+                continue
+            compute = systems_mod.COMPUTE[name]
+            entry["bound"] = compute
+            entry["gflops"] = (linear + attention) / entry["median_s"] / 1e9
+            entry["bound_fraction"] = roofline.bound_seconds(flops, mix, compute, lengths) / entry["median_s"]
+
+
+def run_model(spec, args, llama_ok) -> dict:
     from tokenizers import Tokenizer
 
     from edge_embed.manifest import read_manifest
@@ -207,14 +253,12 @@ def run_model(spec, args, results, rates, llama_ok) -> dict:
     quick = args.quick
     ckpt = checkpoints.write_checkpoint(spec, work / "checkpoints" / spec.key, log=log)
     bundle_info = checkpoints.ensure_bundle(spec, ckpt, work / "bundles" / spec.key, args.moe,
-                                            force=args.reexport, log=log)
+                                            force=args.reexport, reuse=args.reuse_bundles, log=log)
     bundle = Path(bundle_info["path"])
     manifest = read_manifest(bundle)
     config = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
-    flops = roofline.model_flops(config)
-    mix = roofline.model_bound(flops, rates)
     model = {"title": spec.title, "bundle": bundle_info, "sizes": checkpoints.file_sizes(bundle),
-             "flops": flops, "gemm_bound": mix, "workloads": {}, "threads": args.threads}
+             "flops": roofline.model_flops(config), "workloads": {}, "threads": args.threads}
 
     wanted = [s for s in args.systems.split(",") if s]
     ggufs = {}
@@ -262,7 +306,7 @@ def run_model(spec, args, results, rates, llama_ok) -> dict:
     rounds_used = []
     for workload in selected:
         n = workload.count(quick)
-        if n == 0 or (workload.long and not spec.long_context):
+        if n == 0 or workload.fresh_process or (workload.long and not spec.long_context):
             continue
         if workload.target > manifest.max_length:
             continue
@@ -279,7 +323,7 @@ def run_model(spec, args, results, rates, llama_ok) -> dict:
                 del here[name]
         log(f"[bench] {spec.key} {workload.name}: {len(texts)} texts, {sum(lengths)} tokens "
             f"({min(lengths)}-{max(lengths)} per text), {rounds} rounds, systems {', '.join(here)}")
-        result = measure_workload(here, workload, texts, lengths, rounds, flops, mix, quick)
+        result = measure_workload(here, workload, texts, lengths, rounds, args.quiet_wait)
         result["skipped"] = skipped
         model["workloads"][workload.name] = result
     model["rounds_note"] = "-".join(str(r) for r in sorted(set(rounds_used))) or "0"
@@ -311,39 +355,59 @@ def run_model(spec, args, results, rates, llama_ok) -> dict:
         model["load"][name] = {key: statistics.median(g[key] for g in good) for key in good[0]}
         model["load"][name]["runs"] = good
 
-    # one long text, fresh process: peak RSS
-    if spec.long_context and not args.no_long_rss:
-        long_wl = next(w for w in WORKLOADS if w.name == "long-8192")
+    # one long text, fresh process per system: peak RSS and the time to embed it
+    long_wl = next(w for w in WORKLOADS if w.fresh_process)
+    if spec.long_context and not args.no_long_rss and long_wl.target <= manifest.max_length:
         text = seeded_texts(spec, tokenizer, long_wl, 1, manifest.max_length)[0]
         long_file = work / f"probe-{spec.key}-long.txt"
         long_file.write_text(text, encoding="utf-8")
         tokens = count([text])[0]
         names = ["edge-int8"] if quick else ["edge-int8", "edge-fp32", "torch-fp32"]
         long = {"tokens": tokens, "systems": {}, "skipped": {}}
+        entry = {"texts": 1, "tokens": tokens, "mean_tokens": tokens, "min_tokens": tokens,
+                 "max_tokens": tokens, "rounds": 1, "lengths": [tokens], "systems": {},
+                 "skipped": {}, "note": "one run per system in a fresh process (the peak-RSS run)"}
         for name in names:
             if name not in load_runs:
                 continue
+            if args.quiet_wait > 0:
+                wait_quiet(args.quiet_wait, log=log)
+            meter = CpuMeter()
             got = probes.probe(specs[name], long_file)
+            share = meter.others()
             log(f"[bench] {spec.key} one {tokens}-token text, {name}: "
                 + (got["error"] if "error" in got else
-                   f"peak RSS {got['peak_rss_mb']:.0f} MB, {got['first_embedding_s']:.1f} s"))
+                   f"peak RSS {got['peak_rss_mb']:.0f} MB, {got['first_embedding_s']:.1f} s")
+                + (f" (other processes took {100 * share:.0f}% CPU)" if share > DIRTY else ""))
             long["systems"][name] = got
+            if "error" in got:
+                entry["systems"][name] = {"error": got["error"]}
+            else:
+                seconds = got["first_embedding_s"]
+                entry["systems"][name] = {"times_s": [seconds], "median_s": seconds, "tok_s": tokens / seconds,
+                                          "texts_s": 1 / seconds, "others_cpu": [share], "others_cpu_max": share}
         for name in wanted:
             if name.startswith("llama-"):
-                long["skipped"][name] = "beyond llama.cpp's 2048-token context for v1.5"
+                why = "beyond the 2048-token context llama.cpp's converter gives v1.5"
+                long["skipped"][name] = entry["skipped"][name] = why
         if quick:
             for name in ("edge-fp32", "torch-fp32"):
                 if name in wanted:
-                    long["skipped"][name] = "quick mode"
+                    long["skipped"][name] = entry["skipped"][name] = "quick mode"
         model["long_rss"] = long
+        model["workloads"][long_wl.name] = entry
     return model
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.quiet_wait is None:
+        args.quiet_wait = 0.0 if args.quick else 30.0
+    WAIT_BUDGET["left_s"] = args.quiet_budget
     started = time.time()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    suffix = f"-{args.tag}" if args.tag else ""
     deps.ensure("threadpoolctl", "threadpoolctl", log=log)
     plot_ok = deps.ensure("matplotlib", "matplotlib", log=log)
     if args.no_llama:
@@ -364,7 +428,11 @@ def main(argv=None) -> int:
         "quick": args.quick, "threads": args.threads, "machine": machine_info(),
         "peers": {"llama.cpp": {**llama, "flash_attn": args.llama_flash_attn}},
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "models": {},
+        "loadavg_start": os.getloadavg(),
     }
+    if results["loadavg_start"][0] > 0.5:
+        log(f"[bench] WARNING: load average {results['loadavg_start'][0]:.2f} before the run: other "
+            "processes compete for the cores and every figure will be low")
     shapes = set()
     for key in keys:
         flops = roofline.model_flops(checkpoints.full_config(checkpoints.MODELS[key]))
@@ -372,27 +440,44 @@ def main(argv=None) -> int:
             k, n = (int(x) for x in shape.split("x"))
             if n >= 64:
                 shapes.add((k, n))
-    log(f"[bench] GEMM roofline: {len(shapes)} shapes at M={roofline.ROWS}, {args.threads} threads")
-    rates = roofline.gemm_rates(sorted(shapes), args.threads, 0.3 if args.quick else 1.0)
-    results["roofline"] = {"gemm": rates}
-    for name, vals in rates["best"].items():
-        log(f"[bench]   best {name}: " + ", ".join(f"{s} {v:.0f}" for s, v in vals.items()) + " GFLOP/s")
+    def gemm(when: str) -> dict:
+        log(f"[bench] GEMM roofline ({when}): {len(shapes)} shapes at M={roofline.ROWS}, {args.threads} threads")
+        meter = CpuMeter()
+        got = roofline.gemm_rates(sorted(shapes), args.threads, 0.3 if args.quick else 1.0)
+        got["others_cpu"] = meter.others()
+        for name, vals in got["best"].items():
+            log(f"[bench]   best {name}: " + ", ".join(f"{s} {v:.0f}" for s, v in vals.items()) + " GFLOP/s")
+        return got
 
+    runs = [gemm("start")]
+    results["roofline"] = {"gemm": runs[0], "runs": runs}
     for key in keys:
-        results["models"][key] = run_model(checkpoints.MODELS[key], args, results, rates, llama["available"])
+        results["models"][key] = run_model(checkpoints.MODELS[key], args, llama["available"])
+        apply_roofline(results["models"][key], runs[0])
         results["duration_s"] = time.time() - started
-        (work / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        (work / f"results{suffix}.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    # a second measurement; per shape the faster of the two is the machine's bound
+    runs.append(gemm("end"))
+    best = {kind: {shape: max(r["best"][kind][shape] for r in runs) for shape in runs[0]["best"][kind]}
+            for kind in ("fp32", "int8")}
+    backends = {b: {shape: max(r["backends"][b][shape] for r in runs) for shape in runs[0]["backends"][b]}
+                for b in runs[0]["backends"]}
+    results["roofline"]["gemm"] = {**runs[0], "best": best, "backends": backends,
+                                   "note": "per shape, the faster of the start and end measurements"}
+    for model in results["models"].values():
+        apply_roofline(model, results["roofline"]["gemm"])
 
     results["duration_s"] = time.time() - started
-    (work / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    results["loadavg_end"] = os.getloadavg()
+    (work / f"results{suffix}.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     text = report.markdown(results)
-    png = report.plot(results, work / "bench.png") if plot_ok else None
+    png = report.plot(results, work / f"bench{suffix}.png") if plot_ok else None
     if png:
         text += f"\nPlot: {png}\n"
-    (work / "results.md").write_text(text, encoding="utf-8")
+    (work / f"results{suffix}.md").write_text(text, encoding="utf-8")
     print(text)
-    log(f"[bench] done in {results['duration_s'] / 60:.1f} min: {work / 'results.json'}, "
-        f"{work / 'results.md'}" + (f", {png}" if png else ""))
+    log(f"[bench] done in {results['duration_s'] / 60:.1f} min: {work / f'results{suffix}.json'}, "
+        f"{work / f'results{suffix}.md'}" + (f", {png}" if png else ""))
     return 0
 
 

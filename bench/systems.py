@@ -103,7 +103,8 @@ class LlamaSystem(System):
 
     One llama_decode takes up to n_batch tokens of several texts; every text must fit one
     micro-batch (non-causal attention), so n_ctx = n_batch = n_ubatch = max(512, longest text
-    rounded up to 64). 512 keeps the attention over a packed batch small next to the GEMMs.
+    rounded up to 256; other sizes trip a GGML_ASSERT in llama.cpp 0.3.36's graph). 512 keeps
+    the attention over a packed batch small next to the GEMMs.
     """
 
     def __init__(self, gguf: Path, outtype: str, threads: int, flash_attn: bool = False):
@@ -122,7 +123,7 @@ class LlamaSystem(System):
 
     def prepare(self, texts):
         longest = max(self.token_counts(texts))
-        size = max(512, -(-(longest + 8) // 64) * 64)
+        size = max(512, -(-(longest + 8) // 256) * 256)
         if size == self.size:
             return
         if self.llm is not None:

@@ -1,0 +1,64 @@
+"""How much CPU other processes took while we measured (a validity check for every figure).
+
+/proc/stat gives the machine's busy time; os.times() gives this process's own CPU time (its
+threads, and children it has waited for). The difference, over the wall time and the core
+count, is the share of the machine that something else used during the measurement. On a
+2-core machine a few percent already shows in the medians.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _sample() -> tuple[float, float, float]:
+    """(monotonic s, machine busy CPU s, own CPU s)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+        # user nice system idle iowait irq softirq steal
+        busy = (sum(fields) - fields[3] - fields[4]) / _TICK
+    except OSError:
+        busy = float("nan")
+    t = os.times()
+    own = t.user + t.system + t.children_user + t.children_system
+    return time.monotonic(), busy, own
+
+
+class CpuMeter:
+    def __init__(self):
+        self.cores = os.cpu_count() or 1
+        self.start = _sample()
+
+    def others(self) -> float:
+        """Fraction of all cores used by other processes since the meter started."""
+        now = _sample()
+        wall = now[0] - self.start[0]
+        if wall <= 0:
+            return 0.0
+        foreign = (now[1] - self.start[1]) - (now[2] - self.start[2])
+        return max(0.0, foreign / (wall * self.cores))
+
+
+WAIT_BUDGET = {"left_s": 600.0}  # total waiting allowed in one run (run.py sets it)
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.05, window: float = 1.0, log=None) -> float:
+    """Wait (up to max_wait s, and within WAIT_BUDGET) until other processes use under
+    `threshold` of the cores for one `window`. Returns the share they used in the last window."""
+    start = time.monotonic()
+    deadline = start + min(max_wait, WAIT_BUDGET["left_s"])
+    said = False
+    while True:
+        meter = CpuMeter()
+        time.sleep(window)
+        share = meter.others()
+        if share < threshold or time.monotonic() >= deadline:
+            WAIT_BUDGET["left_s"] = max(0.0, WAIT_BUDGET["left_s"] - (time.monotonic() - start))
+            return share
+        if log and not said:
+            log(f"[bench]     other processes use {100 * share:.0f}% of the CPU; waiting up to "
+                f"{max_wait:.0f} s for them to finish")
+            said = True
