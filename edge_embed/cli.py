@@ -45,7 +45,7 @@ def cmd_embed(args) -> int:
     model = Embedder(args.model, precision=args.precision, providers=args.providers, threads=args.threads)
     texts = read_texts(args.input)
     vectors = model.embed(texts, task=args.task, dim=args.dim, binary=args.binary,
-                          truncation=args.truncation, progress=None if args.progress is None else args.progress)
+                          truncation=args.truncation, progress=args.progress)
     write_embeddings(vectors, args.format, args.output)
     print(f"embedded {len(texts)} texts -> {vectors.shape} {vectors.dtype} "
           f"({model.precision}, {model.providers[0]})", file=sys.stderr)

@@ -9,13 +9,11 @@ import numpy as np
 
 from edge_embed.batching import BatchLimits, pad, plan_batches
 from edge_embed.errors import EdgeEmbedError, InputError, TruncationWarning
-from edge_embed.manifest import TASK_ALIASES, read_manifest, verify_files
+from edge_embed.manifest import TASK_ALIASES, TOKENIZER_FILE, read_manifest, verify_files
 from edge_embed.pooling import binarize, matryoshka, mean_pool
 from edge_embed.progress import Progress
 from edge_embed.session import create_session, resolve_precision, resolve_providers
 from edge_embed.tokenize import TextTokenizer
-
-TOKENIZER_FILE = "tokenizer.json"
 
 
 class Embedder:

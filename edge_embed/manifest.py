@@ -17,6 +17,7 @@ from pathlib import Path
 from edge_embed.errors import BundleError
 
 MANIFEST_NAME = "edge_embed.json"
+TOKENIZER_FILE = "tokenizer.json"
 FORMAT = "edge-embed-bundle"
 FORMAT_VERSION = 1
 TASKS = ("search_query", "search_document", "clustering", "classification")

@@ -24,11 +24,15 @@ def example_inputs(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
+def needs_external_data(model: onnx.ModelProto) -> bool:
+    """True when the weights alone come within 64 MB of protobuf's 2 GB file limit."""
+    return sum(tensor.ByteSize() for tensor in model.graph.initializer) >= TWO_GB - (64 << 20)
+
+
 def save(model: onnx.ModelProto, path: Path) -> list[str]:
     """Save, with weights in `<name>.data` when the file would pass protobuf's 2 GB limit.
     Returns the file names written (model first)."""
-    weights = sum(tensor.ByteSize() for tensor in model.graph.initializer)
-    if weights < TWO_GB - (64 << 20):
+    if not needs_external_data(model):
         onnx.save_model(model, os.fspath(path))
         return [path.name]
     data = path.name + ".data"

@@ -13,15 +13,13 @@ import onnxruntime
 import torch
 
 import edge_embed
-from edge_embed.manifest import Manifest, Matryoshka, sha256_file, write_manifest
+from edge_embed.manifest import TOKENIZER_FILE, Manifest, Matryoshka, sha256_file, write_manifest
 from export import families
 from export.checkpoint import CheckpointError, load_state_dict, read_config, resolve_source
 from export.fp16 import convert_fp16
 from export.onnx_export import INPUTS, OUTPUT, export_fp32
 from export.quantize import quantize_int8
 from export.validate import ValidationError, validate_bundle
-
-TOKENIZER_FILE = "tokenizer.json"
 
 
 @dataclass

@@ -15,7 +15,7 @@ import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from export.moe_fused import quantize_moe_node_int8
-from export.onnx_export import TWO_GB, save
+from export.onnx_export import needs_external_data, save
 
 KEEP_FP32 = ("router",)  # node-name fragments never quantized
 
@@ -27,7 +27,7 @@ def fp32_nodes(model: onnx.ModelProto, keep: tuple[str, ...] = KEEP_FP32) -> lis
 def quantize_int8(fp32_path: Path, int8_path: Path, keep: tuple[str, ...] = KEEP_FP32) -> list[str]:
     """Write the int8 model next to the fp32 one; returns the file names written."""
     model = onnx.load(os.fspath(fp32_path))
-    big = sum(t.ByteSize() for t in model.graph.initializer) >= TWO_GB - (64 << 20)
+    big = needs_external_data(model)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "int8.onnx"
         quantize_dynamic(
