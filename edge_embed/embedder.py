@@ -44,7 +44,7 @@ class Embedder:
         self.max_length = self._check_max_length(max_length)
         self.tokenizer = TextTokenizer(self.bundle / TOKENIZER_FILE, self.max_length)
         self.session = create_session(self.bundle / files[0], self.providers, threads)
-        self.batch_limits = batch_limits or BatchLimits()
+        self.batch_limits = batch_limits or BatchLimits.for_provider(self.providers[0])
 
     def _check_max_length(self, max_length: int | None) -> int:
         limit = self.manifest.max_length

@@ -1,7 +1,9 @@
 """The one place that creates ONNX Runtime sessions: providers, precision, threads, options."""
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 from pathlib import Path
 
 import onnxruntime as ort
@@ -73,8 +75,25 @@ def create_session(path: Path, providers: list[str], threads: int | None = None)
     # by the exporter (flash attention, export/attention_fused.py), not by session options.
     disabled = CPU_DISABLED_OPTIMIZERS if providers[0] == "CPUExecutionProvider" else []
     try:
-        return ort.InferenceSession(
+        session = ort.InferenceSession(
             os.fspath(path), sess_options=options, providers=providers, disabled_optimizers=disabled
         )
     except Exception as exc:
         raise BundleError(f"onnxruntime cannot load {path}: {exc}") from exc
+    release_freed_heap()
+    return session
+
+
+def release_freed_heap() -> None:
+    """Give the heap that loading freed back to the OS.
+
+    Loading parses the whole model file into memory and frees it once the weights are in place,
+    but glibc keeps freed blocks mapped: the v1.5 int8 bundle's process stays 80 MB larger (270 vs
+    190 MB RSS) until malloc_trim returns them. Other C libraries (macOS, Windows, musl) have no
+    malloc_trim; there the call is skipped."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -20,6 +20,37 @@ def test_batches_are_length_sorted_and_within_budget():
     assert batches[0] == [9]  # longer than the budget: alone
 
 
+def padded_tokens(batches, lengths):
+    return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+
+def test_batches_cut_where_padding_costs_more_than_another_batch():
+    # One batch of four pads three texts by 40 tokens each (120 tokens); splitting off the
+    # longest costs one batch (16 tokens) and no padding.
+    lengths = [60, 100, 60, 60]
+    batches = list(plan_batches(lengths, BatchLimits(max_tokens=1000, batch_cost=16)))
+    assert batches == [[1], [0, 2, 3]]
+    # Near-equal lengths are not worth a batch each: they stay together.
+    lengths = [60, 61, 60, 62]
+    assert len(list(plan_batches(lengths, BatchLimits(max_tokens=1000, batch_cost=16)))) == 1
+
+
+def test_realistic_spread_pads_less_than_two_percent():
+    rng = np.random.default_rng(0)
+    for target in (32, 128, 512):
+        lengths = np.clip(rng.normal(target, 0.12 * target, 200).round(), 4, None).astype(int).tolist()
+        batches = list(plan_batches(lengths))
+        assert padded_tokens(batches, lengths) <= 1.02 * sum(lengths)
+        assert all(len(b) == 1 or len(b) * max(lengths[i] for i in b) <= BatchLimits().max_tokens for b in batches)
+
+
+def test_gpu_batches_are_longer_than_cpu_batches():
+    cpu, gpu = BatchLimits.for_provider("CPUExecutionProvider"), BatchLimits.for_provider("CUDAExecutionProvider")
+    assert gpu.max_tokens > cpu.max_tokens and gpu.batch_cost > cpu.batch_cost
+    lengths = [40] * 300
+    assert len(list(plan_batches(lengths, gpu))) < len(list(plan_batches(lengths, cpu)))
+
+
 def test_pad_right_pads_with_the_pad_id():
     ids, mask = pad([np.array([7, 8, 9]), np.array([5])], pad_id=1)
     np.testing.assert_array_equal(ids, [[7, 8, 9], [5, 1, 1]])
