@@ -151,7 +151,11 @@ class Attention(nn.Module):
         if self.fused_export and torch.onnx.is_in_onnx_export():
             from export.attention_fused import fused_attention
 
-            core = fused_attention(self.Wqkv(x), cos, sin, mask_bias, self.n_head, self.head_dim)
+            # q, k, v as three MatMuls (their weights are row blocks of Wqkv, folded to constants)
+            weights = self.Wqkv.weight.chunk(3)
+            biases = self.Wqkv.bias.chunk(3) if self.Wqkv.bias is not None else (None,) * 3
+            q, k, v = (F.linear(x, w, b) for w, b in zip(weights, biases))
+            core = fused_attention(q, k, v, cos, sin, mask_bias, self.n_head, self.head_dim)
             return self.out_proj(core)
         qkv = self.Wqkv(x).view(b, s, 3, self.n_head, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, H, S, D]; q rows first, then k, then v

@@ -46,7 +46,13 @@ def test_int8_still_quantizes_the_attention_projections(bundle):
     float_matmuls = [n.name for n in graph.node if n.op_type == "MatMul" and "/attn/" in n.name]
     quantized = [n.name for n in graph.node if n.op_type == "MatMulInteger" and "/attn/" in n.name]
     assert not float_matmuls
-    assert len(quantized) == 4  # Wqkv and out_proj in each of 2 layers
+    assert len(quantized) == 8  # q, k, v and out_proj in each of 2 layers
+    # q, k and v are separate MatMuls on one input: one activation quantization, no Split copy
+    assert not [n.name for n in graph.node if n.op_type == "Split" and "/attn/" in n.name]
+    for layer in range(2):
+        projections = [n for n in graph.node if n.op_type == "MatMulInteger"
+                       and f"layers.{layer}/attn/" in n.name and "out_proj" not in n.name]
+        assert len(projections) == 3 and len({n.input[0] for n in projections}) == 1
 
 
 def test_matches_torch_on_padded_batches_with_per_text_ntk(checkpoint, fp32_path):
