@@ -31,8 +31,8 @@ Why this form (onnxruntime 1.32, CPU; measured on the v1.5 size, 768 wide, 12 he
 
 - Three projections, not Wqkv and a Split: the int8 graph quantizes x once for all three
   (MatMulIntegerToFloat, like fc11/fc12), and no Split copies q, k and v out of one [B, S, 3H]
-  tensor. Same numbers (per-channel scales are per output column); +2-5% int8 tokens/s at 2 x 128
-  and 1 x 512 tokens (v1.5, 2 threads, alternating A/B).
+  tensor. Same numbers (per-channel scales are per output column). The saving (a Split is ~1.5% of
+  a 128-token int8 forward in ORT's profile) is below what A/B runs on this shared machine resolve.
 The int8 quantizer sees the projections and out_proj as plain MatMuls around these nodes.
 Effect on the v1.5 int8 bundle (2 threads): +13-18% tokens/s at 128 and 512 tokens per text;
 one 8192-token text peaks at 0.66 GB RSS instead of 7.0 GB.
