@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +40,18 @@ class Embedder:
         self.providers = resolve_providers(providers)
         self.precision = resolve_precision(precision, self.providers, list(self.manifest.models))
         files = self.manifest.models[self.precision]
-        if verify:
-            verify_files(self.bundle, self.manifest, [TOKENIZER_FILE, *files])
         self.max_length = self._check_max_length(max_length)
-        self.tokenizer = TextTokenizer(self.bundle / TOKENIZER_FILE, self.max_length)
-        self.session = create_session(self.bundle / files[0], self.providers, threads)
+        # The checksums (0.17 s for the v1.5 int8 bundle) are computed while onnxruntime builds the
+        # session; a missing or corrupted file is reported as such, whatever else failed meanwhile.
+        checked_files = [TOKENIZER_FILE, *files]
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            checked = pool.submit(verify_files, self.bundle, self.manifest, checked_files) if verify else None
+            try:
+                self.tokenizer = TextTokenizer(self.bundle / TOKENIZER_FILE, self.max_length)
+                self.session = create_session(self.bundle / files[0], self.providers, threads)
+            finally:
+                if checked is not None:
+                    checked.result()
         self.batch_limits = batch_limits or BatchLimits.for_provider(self.providers[0])
 
     def _check_max_length(self, max_length: int | None) -> int:

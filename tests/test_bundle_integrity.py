@@ -37,6 +37,15 @@ def test_corrupted_model_file_fails_the_checksum(copy_bundle):
         Embedder(target, precision="fp32")
 
 
+def test_truncated_model_file_is_reported_as_corrupted_not_as_an_onnxruntime_error(copy_bundle):
+    # onnxruntime fails to parse it while the checksum runs beside it: the checksum message wins
+    target = copy_bundle()
+    path = target / "model.int8.onnx"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(BundleError, match="checksum mismatch for .*model.int8.onnx"):
+        Embedder(target, precision="int8")
+
+
 def test_changed_tokenizer_fails_the_checksum(copy_bundle):
     target = copy_bundle()
     with open(target / "tokenizer.json", "a", encoding="utf-8") as fh:
