@@ -31,6 +31,7 @@ eval: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py --work $(WORK)/bench
 	$(PY) bench/moe_layer.py --work $(WORK)/bench --out $(WORK)/bench/moe_layer.json
+	$(PY) bench/batching.py --bundle $(WORK)/bench/bundles/v15 --out $(WORK)/bench/batching.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edge_embed export tests bench scripts
