@@ -32,7 +32,10 @@ from workloads import WORKLOADS, TextMaker  # noqa: E402
 from edge_embed import Embedder  # noqa: E402
 from edge_embed.batching import BatchLimits, plan_batches  # noqa: E402
 
-PLANS = {"planned": BatchLimits(), "one-big-batch": BatchLimits(max_tokens=8192, batch_cost=10**9)}
+PLANS = {
+    "planned": BatchLimits.for_provider("CPUExecutionProvider"),  # what the Embedder uses on CPU
+    "one-big-batch": BatchLimits(max_tokens=8192, batch_cost=10**9),
+}
 
 
 def padding(lengths: list[int], limits: BatchLimits) -> float:

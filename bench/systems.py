@@ -78,7 +78,7 @@ class TorchSystem(System):
         self.tokenizer = TextTokenizer(bundle / "tokenizer.json", manifest.max_length)
         self.pad_id = manifest.pad_token_id
         self.hidden = manifest.hidden_size
-        self.limits = BatchLimits()  # the runtime's defaults: same batches as edge-embed
+        self.limits = BatchLimits.for_provider("CPUExecutionProvider")  # the batches edge-embed makes on CPU
 
     def embed(self, texts):
         from edge_embed.batching import pad, plan_batches
