@@ -31,9 +31,9 @@ class Workload:
 
 
 WORKLOADS = [
-    Workload("short-32", 32, 96, 16, 5, 2),
-    Workload("para-128", 128, 24, 4, 5, 2),
-    Workload("chunk-512", 512, 6, 1, 5, 2),
+    Workload("short-32", 32, 96, 16, 7, 2),
+    Workload("para-128", 128, 24, 4, 7, 2),
+    Workload("chunk-512", 512, 6, 1, 7, 2),
     # long documents (v1.5 only). One 8192-token text is embedded in a fresh process per system,
     # which measures its peak RSS and its time (edge-int8 only in quick mode).
     Workload("long-2048", 2048, 2, 0, 3, 0, long=True),
