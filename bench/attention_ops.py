@@ -18,6 +18,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+from roofline import ort_session
 
 HEADS, HEAD_DIM, BASE = 12, 64, 1000.0  # v1.5's attention
 SHAPES = [(64, 32), (16, 128), (4, 512)]  # 2,048 tokens per batch, as the CPU planner cuts them
@@ -90,21 +91,14 @@ def feeds(batch: int, seq: int, rng) -> tuple[dict, dict, np.ndarray]:
     return exported, gqa, lengths
 
 
-def _session(model, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=9)
     args = p.parse_args(argv)
     cos, sin = _caches()
-    sessions = {"exported": _session(exported_block(cos, sin), args.threads),
-                "gqa": _session(gqa_block(cos, sin), args.threads)}
+    sessions = {"exported": ort_session(exported_block(cos, sin), args.threads, spinning=False),
+                "gqa": ort_session(gqa_block(cos, sin), args.threads, spinning=False)}
     rng = np.random.default_rng(0)
     print(f"onnxruntime {ort.__version__}, {args.threads} threads, median of {args.rounds} alternating rounds\n")
     print("| texts x tokens | exported block ms | GroupQueryAttention ms | GQA / exported | max abs diff |")

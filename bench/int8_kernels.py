@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+from roofline import ort_session
 
 SHAPES = [(768, 768), (768, 3072), (3072, 768)]  # v1.5 / v2-moe: q,k,v,out; fc11/fc12; fc2
 
@@ -100,15 +101,6 @@ KERNELS = {
 }
 
 
-def _session(model, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 def measure(rows: int, threads: int, rounds: int) -> dict:
     rng = np.random.default_rng(0)
     out = {}
@@ -120,7 +112,7 @@ def measure(rows: int, threads: int, rounds: int) -> dict:
         for name, make in KERNELS.items():
             model, prepare, finish = make(w)
             try:
-                session = _session(model, threads)
+                session = ort_session(model, threads, spinning=False)
                 feed = {"A": prepare(a)}
                 y = finish(session.run(None, feed)[0])
             except Exception as exc:  # a kernel this build of onnxruntime lacks is reported, not fatal

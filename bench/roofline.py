@@ -84,13 +84,18 @@ def _timed(fn, min_time: float) -> float:
     return min(times)
 
 
-def _ort_session(model, threads: int):
+def ort_session(model, threads: int, spinning: bool = True):
+    """A CPU session for an in-memory model. Scripts that alternate several sessions turn
+    spinning off, so one session's idle threads do not slow the next one's call."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model.SerializeToString(), sess_options=options,
                                 providers=["CPUExecutionProvider"])
 
@@ -123,7 +128,7 @@ def gemm_rates(shapes: list[tuple[int, int]], threads: int, min_time: float) -> 
                       [helper.make_tensor_value_info("A", TensorProto.FLOAT, [ROWS, k])],
                       [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [ROWS, n])],
                       [numpy_helper.from_array(b, "B")])
-        sess = _ort_session(fp32, threads)
+        sess = ort_session(fp32, threads)
         out["ort_fp32"][key] = flops / _timed(lambda s=sess, a=a: s.run(None, {"A": a}), min_time) / 1e9
 
         b8 = rng.integers(-64, 64, (k, n), dtype=np.int8)  # 7-bit weights (reduce_range)
@@ -133,7 +138,7 @@ def gemm_rates(shapes: list[tuple[int, int]], threads: int, min_time: float) -> 
                      [helper.make_tensor_value_info("Y", TensorProto.INT32, [ROWS, n])],
                      [numpy_helper.from_array(b8, "B"),
                       numpy_helper.from_array(np.array(128, dtype=np.uint8), "a_zp")])
-        sess = _ort_session(mmi, threads)
+        sess = ort_session(mmi, threads)
         out["ort_matmulinteger_u8s8"][key] = flops / _timed(lambda s=sess, a=a8: s.run(None, {"A": a}), min_time) / 1e9
 
         dq = _graph([helper.make_node("DynamicQuantizeMatMul", ["A", "B", "b_scale", "b_zp"], ["Y"],
@@ -143,7 +148,7 @@ def gemm_rates(shapes: list[tuple[int, int]], threads: int, min_time: float) -> 
                     [numpy_helper.from_array(b8, "B"),
                      numpy_helper.from_array(np.full(n, 0.001, dtype=np.float32), "b_scale"),
                      numpy_helper.from_array(np.zeros(n, dtype=np.int8), "b_zp")])
-        sess = _ort_session(dq, threads)
+        sess = ort_session(dq, threads)
         seconds = _timed(lambda s=sess, a=a: s.run(None, {"A": a}), min_time)
         out["ort_dynamicquantizematmul"][key] = flops / seconds / 1e9
     best = {
