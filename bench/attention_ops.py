@@ -18,11 +18,10 @@ import time
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
-from roofline import ort_session
+from roofline import onnx_model, ort_session
 
 HEADS, HEAD_DIM, BASE = 12, 64, 1000.0  # v1.5's attention
 SHAPES = [(64, 32), (16, 128), (4, 512)]  # 2,048 tokens per batch, as the CPU planner cuts them
-OPSETS = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
 
 
 def _caches(max_len: int = 8192) -> tuple[np.ndarray, np.ndarray]:
@@ -51,29 +50,28 @@ def exported_block(cos, sin):
         helper.make_node("MultiHeadAttention", ["q65", "k65", "v"], ["out"], domain="com.microsoft",
                          num_heads=HEADS, scale=HEAD_DIM ** -0.5),
     ]
-    graph = helper.make_graph(
-        nodes, "exported",
+    return onnx_model(
+        nodes,
         [_value("q", f, [None, None, hidden]), _value("k", f, [None, None, hidden]),
          _value("v", f, [None, None, hidden]), _value("pos", TensorProto.INT64, [None, None]),
          _value("ones", f, [None, None, HEADS, 1]), _value("mask_bias", f, [None, None, HEADS, 1])],
         [_value("out", f, None)],
         [numpy_helper.from_array(cos, "cos"), numpy_helper.from_array(sin, "sin"),
          numpy_helper.from_array(np.array([0, 0, HEADS, HEAD_DIM], np.int64), "by_head"),
-         numpy_helper.from_array(np.array([0, 0, HEADS * (HEAD_DIM + 1)], np.int64), "flat")])
-    return helper.make_model(graph, opset_imports=OPSETS)
+         numpy_helper.from_array(np.array([0, 0, HEADS * (HEAD_DIM + 1)], np.int64), "flat")],
+        name="exported")
 
 
 def gqa_block(cos, sin):
     node = helper.make_node("GroupQueryAttention", ["qkv", "", "", "", "", "seqlens_k", "total", "cos", "sin"],
                             ["out", "present_key", "present_value"], domain="com.microsoft",
                             num_heads=HEADS, kv_num_heads=HEADS, causal=0, do_rotary=1)
-    graph = helper.make_graph(
-        [node], "gqa",
+    return onnx_model(
+        [node],
         [_value("qkv", TensorProto.FLOAT, [None, None, 3 * HEADS * HEAD_DIM]),
          _value("seqlens_k", TensorProto.INT32, [None]), _value("total", TensorProto.INT32, [])],
         [_value("out", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(cos, "cos"), numpy_helper.from_array(sin, "sin")])
-    return helper.make_model(graph, opset_imports=OPSETS)
+        [numpy_helper.from_array(cos, "cos"), numpy_helper.from_array(sin, "sin")], name="gqa")
 
 
 def feeds(batch: int, seq: int, rng) -> tuple[dict, dict, np.ndarray]:

@@ -29,17 +29,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
-from roofline import ort_session
+from roofline import onnx_model, ort_session
 
 SHAPES = [(768, 768), (768, 3072), (3072, 768)]  # v1.5 / v2-moe: q,k,v,out; fc11/fc12; fc2
 
 
 def _model(node, k: int, n: int, initializers, a_type=TensorProto.FLOAT, y_type=TensorProto.FLOAT):
-    graph = helper.make_graph([node], "gemm", [helper.make_tensor_value_info("A", a_type, [None, k])],
-                              [helper.make_tensor_value_info("Y", y_type, [None, n])],
-                              initializer=initializers)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
-                                                   helper.make_opsetid("com.microsoft", 1)])
+    return onnx_model([node], [helper.make_tensor_value_info("A", a_type, [None, k])],
+                      [helper.make_tensor_value_info("Y", y_type, [None, n])], initializers)
 
 
 def _per_channel(w: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:

@@ -100,10 +100,11 @@ def ort_session(model, threads: int, spinning: bool = True):
                                 providers=["CPUExecutionProvider"])
 
 
-def _graph(nodes, inputs, outputs, initializers):
+def onnx_model(nodes, inputs, outputs, initializers, name: str = "gemm"):
+    """A model over the default and com.microsoft opsets (the contrib ops the bundles use)."""
     from onnx import helper
 
-    graph = helper.make_graph(nodes, "gemm", inputs, outputs, initializer=initializers)
+    graph = helper.make_graph(nodes, name, inputs, outputs, initializer=initializers)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
                                                    helper.make_opsetid("com.microsoft", 1)])
 
@@ -124,7 +125,7 @@ def gemm_rates(shapes: list[tuple[int, int]], threads: int, min_time: float) -> 
         with threadpool_limits(limits=threads):
             out["numpy_fp32"][key] = flops / _timed(lambda a=a, b=b: a @ b, min_time) / 1e9
 
-        fp32 = _graph([helper.make_node("MatMul", ["A", "B"], ["Y"])],
+        fp32 = onnx_model([helper.make_node("MatMul", ["A", "B"], ["Y"])],
                       [helper.make_tensor_value_info("A", TensorProto.FLOAT, [ROWS, k])],
                       [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [ROWS, n])],
                       [numpy_helper.from_array(b, "B")])
@@ -133,7 +134,7 @@ def gemm_rates(shapes: list[tuple[int, int]], threads: int, min_time: float) -> 
 
         b8 = rng.integers(-64, 64, (k, n), dtype=np.int8)  # 7-bit weights (reduce_range)
         a8 = rng.integers(0, 256, (ROWS, k), dtype=np.uint8)
-        mmi = _graph([helper.make_node("MatMulInteger", ["A", "B", "a_zp"], ["Y"])],
+        mmi = onnx_model([helper.make_node("MatMulInteger", ["A", "B", "a_zp"], ["Y"])],
                      [helper.make_tensor_value_info("A", TensorProto.UINT8, [ROWS, k])],
                      [helper.make_tensor_value_info("Y", TensorProto.INT32, [ROWS, n])],
                      [numpy_helper.from_array(b8, "B"),
@@ -141,7 +142,7 @@ def gemm_rates(shapes: list[tuple[int, int]], threads: int, min_time: float) -> 
         sess = ort_session(mmi, threads)
         out["ort_matmulinteger_u8s8"][key] = flops / _timed(lambda s=sess, a=a8: s.run(None, {"A": a}), min_time) / 1e9
 
-        dq = _graph([helper.make_node("DynamicQuantizeMatMul", ["A", "B", "b_scale", "b_zp"], ["Y"],
+        dq = onnx_model([helper.make_node("DynamicQuantizeMatMul", ["A", "B", "b_scale", "b_zp"], ["Y"],
                                       domain="com.microsoft")],
                     [helper.make_tensor_value_info("A", TensorProto.FLOAT, [ROWS, k])],
                     [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [ROWS, n])],
