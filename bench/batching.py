@@ -2,7 +2,7 @@
 
     python bench/batching.py [--bundle build/bench/bundles/v15] [--rounds 7] [--out FILE.json]
 
-One Embedder (int8, CPU, 2 threads) embeds the benchmark's texts (bench/workloads.py, same seeds
+One Embedder (int8, CPU, 2 threads) embeds the benchmark's texts (edge_embed/bench_texts.py, same seeds
 as bench/run.py) with two BatchLimits, alternating within every round: the runtime's defaults
 (length-sorted runs cut where padding costs more than another batch, at most 2,048 padded tokens)
 and the old plan (everything in as few batches as an 8,192-token budget allows). Reported per
@@ -27,10 +27,10 @@ for path in (REPO, REPO / "bench"):
         sys.path.insert(0, str(path))
 
 from tokenizers import Tokenizer  # noqa: E402
-from workloads import WORKLOADS, TextMaker  # noqa: E402
 
 from edge_embed import Embedder  # noqa: E402
 from edge_embed.batching import BatchLimits, plan_batches  # noqa: E402
+from edge_embed.bench_texts import WORKLOADS, TextMaker  # noqa: E402
 
 PLANS = {
     "planned": BatchLimits.for_provider("CPUExecutionProvider"),  # what the Embedder uses on CPU

@@ -45,7 +45,9 @@ import report  # noqa: E402
 import roofline  # noqa: E402
 import systems as systems_mod  # noqa: E402
 from cpuload import WAIT_BUDGET, CpuMeter, wait_quiet  # noqa: E402
-from workloads import WORKLOADS, TextMaker  # noqa: E402
+
+from edge_embed.bench_texts import WORKLOADS, TextMaker  # noqa: E402
+from edge_embed.benchmark import cpu_info  # noqa: E402
 
 ALL_SYSTEMS = ["edge-int8", "edge-fp32", "torch-fp32", "llama-Q8_0", "llama-F16"]
 SETTLE_S = 0.2  # idle gap before each timed call: the previous system's threads stop spinning
@@ -57,18 +59,9 @@ def log(message: str) -> None:
 
 
 def machine_info() -> dict:
-    cpu, flags = platform.processor() or "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu in ("?", "", "x86_64"):
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    isa = ", ".join(i.upper() for i in isa) or "?"
-    if not {"avx512_vnni", "avx_vnni"} & flags:
+    cpu = cpu_info()
+    isa = ", ".join(f.upper() for f in cpu["isa"]) or "?"
+    if not {"avx512_vnni", "avx_vnni"} & set(cpu["isa"]):
         isa += "; no VNNI"
     ram = 0.0
     try:
@@ -87,7 +80,7 @@ def machine_info() -> dict:
         llama_version = llama_cpp.__version__
     except ImportError:
         llama_version = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "ram_gb": ram,
+    return {"cpu": cpu["cpu"], "cores": cpu["logical_cores"], "isa": isa, "ram_gb": ram,
             "python": platform.python_version(), "numpy": numpy.__version__,
             "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "llama_cpp": llama_version}
 

@@ -1,4 +1,4 @@
-"""The `edge-embed` command: embed, info, eval, export."""
+"""The `edge-embed` command: embed, info, eval, bench, export."""
 from __future__ import annotations
 
 import argparse
@@ -91,6 +91,19 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from edge_embed.benchmark import format_report, parse_precisions, run_benchmark
+
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()] if args.workloads else None
+    result = run_benchmark(Path(args.bundle), parse_precisions(args.precision), args.providers, args.threads,
+                           workloads, args.rounds, args.quick, not args.no_long,
+                           log=lambda message: print(f"[bench] {message}", file=sys.stderr, flush=True))
+    print(format_report(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def cmd_export(args) -> int:
     from export.cli import run
 
@@ -134,6 +147,20 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", help="also write the results as JSON here")
     add_runtime_options(ev)
     ev.set_defaults(run=cmd_eval)
+
+    bench = sub.add_parser("bench", help="tokens/s, load time and memory of a bundle on this machine")
+    bench.add_argument("bundle")
+    bench.add_argument("--precision", default="auto", help="one or more of int8, fp32, fp16, auto, comma-separated "
+                       "(e.g. int8,fp32: measured side by side)")
+    bench.add_argument("--providers", default="cpu", help="cpu (default) | cuda | auto")
+    bench.add_argument("--threads", type=int, help="intra-op threads (default: onnxruntime's choice)")
+    bench.add_argument("--workloads", help="comma-separated subset of short-32, para-128, chunk-512, long-2048")
+    bench.add_argument("--rounds", type=int, help="timed rounds per workload (default 7, 3 for long-2048)")
+    bench.add_argument("--quick", action="store_true",
+                       help="fewer texts and rounds, one fresh process, no long text: a rough figure in seconds")
+    bench.add_argument("--no-long", action="store_true", help="skip the one full-length text in the fresh process")
+    bench.add_argument("--json", help="also write every figure (each round's time included) as JSON here")
+    bench.set_defaults(run=cmd_bench)
 
     try:
         from export.cli import add_arguments

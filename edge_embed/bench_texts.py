@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_embed.errors import EdgeEmbedError
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -46,7 +48,11 @@ _ALLOWED = re.compile(r"^[A-Z][\x20-\x7e]+[.!?]$")
 
 def sentences() -> list[str]:
     """Plain English sentences from CPython's bundled documentation, deduplicated, in a fixed order."""
-    from pydoc_data.topics import topics
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as exc:  # some Linux distributions package it apart from python3
+        raise EdgeEmbedError("the benchmark texts come from CPython's pydoc_data module, which this Python "
+                             "lacks; install your distribution's full Python standard library") from exc
 
     seen: set[str] = set()
     out: list[str] = []
