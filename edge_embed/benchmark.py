@@ -75,8 +75,8 @@ def workloads_for(max_length: int, names: list[str] | None) -> list[Workload]:
 def throughput(models: dict, texts: list[str], tokens: int, rounds: int) -> dict:
     """Alternating rounds of model.embed(texts) per name (order rotated each round)."""
     names = list(models)
-    for model in models.values():  # warm-up: the first run of a shape sets up its buffers
-        model.embed(texts[:4])
+    for model in models.values():  # warm-up: a provider sets up buffers (GPUs: kernels) per new shape
+        model.embed(texts)
     seconds: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
