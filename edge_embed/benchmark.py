@@ -32,7 +32,7 @@ from edge_embed.errors import EdgeEmbedError, InputError
 
 SETTLE_S = 0.2  # idle gap before each timed call, so one session's spinning threads have stopped
 COLD_REPEATS = 3  # fresh processes per precision; the median load time is reported
-LONG_MIN_TOKENS = 2048  # shorter-context models (v2-moe: 512) have no long-document workloads
+LONG_MIN_TOKENS = 2048  # shorter-context models (v2-moe: 512) get no full-length text
 ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8",  # x86
              "asimddp", "i8mm", "sve")  # ARM: int8 dot products, int8 matrix multiply
 
@@ -61,8 +61,8 @@ def parse_precisions(value: str) -> list[str]:
 
 
 def workloads_for(max_length: int, names: list[str] | None) -> list[Workload]:
-    """The throughput workloads this model can run (the 8192-token one is the cold process's)."""
-    usable = [w for w in WORKLOADS if not w.fresh_process and (not w.long or max_length >= LONG_MIN_TOKENS)]
+    """The throughput workloads whose texts fit the model (the 8192-token one is the cold process's)."""
+    usable = [w for w in WORKLOADS if not w.fresh_process and w.target <= max_length]
     if not names:
         return usable
     known = {w.name: w for w in usable}

@@ -55,12 +55,13 @@ def test_long_text_runs_in_the_last_fresh_process(bundle):
         r["load_to_first_embedding_s"] for r in cold["runs"])
 
 
-def test_short_context_models_have_no_long_workloads(bundle):
+def test_workloads_are_the_ones_whose_texts_fit_the_model(bundle):
     from edge_embed.manifest import read_manifest
 
     max_length = read_manifest(bundle(V2)).max_length
-    assert max_length < 2048
+    assert max_length == 512
     assert [w.name for w in workloads_for(max_length, None)] == ["short-32", "para-128", "chunk-512"]
+    assert [w.name for w in workloads_for(256, None)] == ["short-32", "para-128"]  # all-MiniLM-L6-v2
     with pytest.raises(InputError, match=r"unknown workload\(s\) \['long-2048'\] for this model"):
         workloads_for(max_length, ["long-2048"])
 
