@@ -1,6 +1,7 @@
 """edge-embed: Nomic Embed text models on ONNX Runtime, offline and torch-free."""
 from edge_embed.embedder import Embedder
-from edge_embed.errors import BundleError, EdgeEmbedError, InputError, TruncationWarning
+from edge_embed.errors import BundleError, EdgeEmbedError, InputError, ProviderWarning, TruncationWarning
 
 __version__ = "0.1.0"
-__all__ = ["BundleError", "EdgeEmbedError", "Embedder", "InputError", "TruncationWarning", "__version__"]
+__all__ = ["BundleError", "EdgeEmbedError", "Embedder", "InputError", "ProviderWarning", "TruncationWarning",
+           "__version__"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_embed.batching import BatchLimits, pad, plan_batches
-from edge_embed.errors import EdgeEmbedError, InputError, TruncationWarning
+from edge_embed.errors import EdgeEmbedError, InputError, ProviderWarning, TruncationWarning
 from edge_embed.manifest import TASK_ALIASES, TOKENIZER_FILE, read_manifest, verify_files
 from edge_embed.pooling import binarize, matryoshka, mean_pool
 from edge_embed.progress import Progress
@@ -37,12 +37,20 @@ class Embedder:
     ):
         self.bundle = Path(bundle)
         self.manifest = read_manifest(self.bundle)
+        self.max_length = self._check_max_length(max_length)
         self.providers = resolve_providers(providers)
         self.precision = resolve_precision(precision, self.providers, list(self.manifest.models))
+        self._load(threads, verify)
+        if self.providers[0] not in self.session.get_providers():
+            self._continue_on_cpu(providers, precision, threads, verify)
+        self.batch_limits = batch_limits or BatchLimits.for_provider(self.providers[0])
+
+    def _load(self, threads: int | None, verify: bool) -> None:
+        """Tokenizer and session for self.precision on self.providers.
+
+        The checksums (0.17 s for the v1.5 int8 bundle) are computed while onnxruntime builds the
+        session; a missing or corrupted file is reported as such, whatever else failed meanwhile."""
         files = self.manifest.models[self.precision]
-        self.max_length = self._check_max_length(max_length)
-        # The checksums (0.17 s for the v1.5 int8 bundle) are computed while onnxruntime builds the
-        # session; a missing or corrupted file is reported as such, whatever else failed meanwhile.
         checked_files = [TOKENIZER_FILE, *files]
         with ThreadPoolExecutor(max_workers=1) as pool:
             checked = pool.submit(verify_files, self.bundle, self.manifest, checked_files) if verify else None
@@ -52,7 +60,21 @@ class Embedder:
             finally:
                 if checked is not None:
                     checked.result()
-        self.batch_limits = batch_limits or BatchLimits.for_provider(self.providers[0])
+
+    def _continue_on_cpu(self, requested, precision: str, threads: int | None, verify: bool) -> None:
+        """onnxruntime-gpu lists CUDA even where it cannot start it (CUDA or cuDNN libraries missing or
+        of another version); it then prints an error and runs the session on the CPU alone. A GPU the
+        caller asked for is an error; with providers="auto" the model runs on the CPU, in the
+        precision chosen for the CPU (int8 rather than fp16), with a warning."""
+        gpu = self.providers[0]
+        why = (f"onnxruntime could not start {gpu} (its own message above says why; usually the CUDA or cuDNN "
+               "libraries that onnxruntime-gpu needs are missing or of another version)")
+        if requested != "auto":
+            raise InputError(f"{why}; install them, or pass providers='cpu'")
+        warnings.warn(ProviderWarning(f"{why}; running on the CPU instead"), stacklevel=3)
+        self.providers = ["CPUExecutionProvider"]
+        self.precision = resolve_precision(precision, self.providers, list(self.manifest.models))
+        self._load(threads, verify)  # CPU session options and the CPU's precision
 
     def _check_max_length(self, max_length: int | None) -> int:
         limit = self.manifest.max_length

@@ -19,3 +19,7 @@ class TruncationWarning(UserWarning):
     def __init__(self, message: str, count: int = 0):
         super().__init__(message)
         self.count = count
+
+
+class ProviderWarning(UserWarning):
+    """The GPU provider chosen by providers="auto" did not start; the model runs on the CPU."""
