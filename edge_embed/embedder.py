@@ -13,7 +13,7 @@ from edge_embed.errors import EdgeEmbedError, InputError, ProviderWarning, Trunc
 from edge_embed.manifest import TASK_ALIASES, TOKENIZER_FILE, read_manifest, verify_files
 from edge_embed.pooling import binarize, matryoshka, mean_pool
 from edge_embed.progress import Progress
-from edge_embed.session import create_session, resolve_precision, resolve_providers
+from edge_embed.session import arena_shrinking_run, create_session, resolve_precision, resolve_providers
 from edge_embed.tokenize import TextTokenizer
 
 
@@ -44,6 +44,7 @@ class Embedder:
         if self.providers[0] not in self.session.get_providers():
             self._continue_on_cpu(providers, precision, threads, verify)
         self.batch_limits = batch_limits or BatchLimits.for_provider(self.providers[0])
+        self._shrink_arena = arena_shrinking_run()
 
     def _load(self, threads: int | None, verify: bool) -> None:
         """Tokenizer and session for self.precision on self.providers.
@@ -182,8 +183,9 @@ class Embedder:
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": ids, "attention_mask": mask}
+        over_budget = ids.size > self.batch_limits.max_tokens  # one text longer than the batch budget
         try:
-            return self.session.run([self.manifest.output_name], feeds)[0]
+            return self.session.run([self.manifest.output_name], feeds, self._shrink_arena if over_budget else None)[0]
         except Exception as exc:  # an ORT failure deep inside: say what was being run
             raise EdgeEmbedError(
                 f"onnxruntime failed on a batch of {ids.shape[0]} x {ids.shape[1]} tokens "
