@@ -16,6 +16,8 @@ from edge_embed.progress import Progress
 from edge_embed.session import arena_shrinking_run, create_session, resolve_precision, resolve_providers
 from edge_embed.tokenize import TextTokenizer
 
+POSTPROCESS_ROWS = 4096  # rows per Matryoshka block: bounds its float64 temporaries on large jobs
+
 
 class Embedder:
     """Embeds texts with an edge-embed bundle.
@@ -153,8 +155,12 @@ class Embedder:
             return np.zeros((0, width), dtype=np.uint8 if binary else np.float32)
         pooled = self.pooled(texts, prefix, truncation, progress)
         mat = self.manifest.matryoshka
-        out = matryoshka(pooled, dim, mat.layer_norm, mat.layer_norm_eps)
-        return binarize(out) if binary else out
+        out = np.empty((len(texts), width), dtype=np.uint8 if binary else np.float32)
+        for start in range(0, len(texts), POSTPROCESS_ROWS):  # float64 temporaries for a block, not all rows
+            rows = slice(start, start + POSTPROCESS_ROWS)
+            block = matryoshka(pooled[rows], dim, mat.layer_norm, mat.layer_norm_eps)
+            out[rows] = binarize(block) if binary else block
+        return out
 
     def pooled(self, texts: list[str], prefix: str, truncation: str, progress: bool | None) -> np.ndarray:
         """Mean-pooled token states [n, hidden] (float32), in input order."""
@@ -166,20 +172,27 @@ class Embedder:
             )
             warnings.warn(TruncationWarning(message, len(encoded.truncated)), stacklevel=3)
         lengths = [len(seq) for seq in encoded.sequences]
-        sums = np.zeros((len(texts), self.manifest.hidden_size), dtype=np.float64)
-        counts = np.zeros(len(texts), dtype=np.float64)
+        out = np.empty((len(texts), self.manifest.hidden_size), dtype=np.float32)
+        # A chunked text's windows are averaged by token count, i.e. one mean over all its tokens;
+        # only those texts need a float64 accumulator.
+        slot = np.full(len(texts), -1, dtype=np.int64)
+        slot[encoded.chunked] = np.arange(len(encoded.chunked))
+        sums = np.zeros((len(encoded.chunked), self.manifest.hidden_size), dtype=np.float64)
+        counts = np.zeros(len(encoded.chunked), dtype=np.float64)
         enabled = progress if progress is not None else (sum(lengths) > 100_000 or None)
-        with Progress(len(texts), "embedding", enabled=enabled) as bar:
+        with Progress(len(lengths), "embedding", enabled=enabled) as bar:
             for batch in plan_batches(lengths, self.batch_limits):
                 ids, mask = pad([encoded.sequences[i] for i in batch], self.manifest.pad_token_id)
                 pooled = mean_pool(self._run(ids, mask), mask)
-                owners = encoded.owner[batch]
-                # A chunked text's windows are averaged by token count, i.e. one mean over all tokens.
-                weights = mask.sum(axis=1)
-                np.add.at(sums, owners, pooled * weights[:, None])
-                np.add.at(counts, owners, weights)
-                bar.update(len(set(owners.tolist())))
-        return (sums / counts[:, None]).astype(np.float32)
+                owners, slots = encoded.owner[batch], slot[encoded.owner[batch]]
+                whole = slots < 0
+                out[owners[whole]] = pooled[whole]
+                weights = mask.sum(axis=1)[~whole]
+                np.add.at(sums, slots[~whole], pooled[~whole] * weights[:, None])
+                np.add.at(counts, slots[~whole], weights)
+                bar.update(len(batch))
+        out[encoded.chunked] = sums / counts[:, None]
+        return out
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": ids, "attention_mask": mask}

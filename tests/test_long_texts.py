@@ -54,6 +54,12 @@ def test_texts_within_the_limit_are_untouched_by_chunk_mode(short_model):
     )
 
 
+def test_chunked_and_whole_texts_in_one_call_match_their_own_results(short_model):
+    mixed = short_model.embed(["short one", LONG, "another short text"], truncation="chunk")
+    np.testing.assert_allclose(mixed[[0, 2]], short_model.embed(["short one", "another short text"]), atol=1e-6)
+    np.testing.assert_allclose(mixed[1], short_model.embed([LONG], truncation="chunk")[0], atol=1e-6)
+
+
 def test_unknown_truncation_mode(short_model):
     with pytest.raises(InputError, match="truncation must be one of"):
         short_model.embed(["x"], truncation="drop")
