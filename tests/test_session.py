@@ -41,6 +41,7 @@ def test_auto_precision_is_int8_on_cpu_and_float_on_gpu():
     assert resolve_precision("int8", gpu, ["fp32", "int8"]) == "int8"  # explicit wins
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")  # onnxruntime's own, expected
 def test_a_listed_gpu_that_does_not_start_means_cpu_and_int8_under_auto(bundle, monkeypatch):
     # onnxruntime-gpu lists CUDA even where the CUDA libraries are missing, then runs the session on
     # the CPU alone. Here a CPU build lists it (monkeypatched) and drops it the same way.
