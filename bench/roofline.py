@@ -105,8 +105,9 @@ def onnx_model(nodes, inputs, outputs, initializers, name: str = "gemm"):
     from onnx import helper
 
     graph = helper.make_graph(nodes, name, inputs, outputs, initializer=initializers)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
-                                                   helper.make_opsetid("com.microsoft", 1)])
+    # IR 10, not the onnx package's newest: onnxruntime 1.23-1.28 reject IR versions they predate.
+    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 18),
+                                                                  helper.make_opsetid("com.microsoft", 1)])
 
 
 def gemm_rates(shapes: list[tuple[int, int]], threads: int, min_time: float) -> dict:

@@ -73,6 +73,9 @@ def cmd_info(args) -> int:
     if validation.exists():
         report = json.loads(validation.read_text(encoding="utf-8"))
         for precision, figures in report.get("precisions", {}).items():
+            if "not_validated" in figures:
+                print(f"validation   {precision}: not validated at export: {figures['not_validated']}")
+                continue
             print(f"validation   {precision}: max-abs {figures['max_abs']:.2e}, "
                   f"min cosine {figures['min_cosine']:.6f}")
     return 0

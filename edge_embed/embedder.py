@@ -13,7 +13,13 @@ from edge_embed.errors import EdgeEmbedError, InputError, ProviderWarning, Trunc
 from edge_embed.manifest import TASK_ALIASES, TOKENIZER_FILE, read_manifest, verify_files
 from edge_embed.pooling import binarize, matryoshka, mean_pool
 from edge_embed.progress import Progress
-from edge_embed.session import arena_shrinking_run, create_session, resolve_precision, resolve_providers
+from edge_embed.session import (
+    arena_shrinking_run,
+    check_onnxruntime,
+    create_session,
+    resolve_precision,
+    resolve_providers,
+)
 from edge_embed.tokenize import TextTokenizer
 
 POSTPROCESS_ROWS = 4096  # rows per Matryoshka block: bounds its float64 temporaries on large jobs
@@ -53,6 +59,7 @@ class Embedder:
 
         The checksums (0.17 s for the v1.5 int8 bundle) are computed while onnxruntime builds the
         session; a missing or corrupted file is reported as such, whatever else failed meanwhile."""
+        check_onnxruntime(self.manifest.requires_onnxruntime.get(self.precision), self.precision)
         files = self.manifest.models[self.precision]
         checked_files = [TOKENIZER_FILE, *files]
         with ThreadPoolExecutor(max_workers=1) as pool:

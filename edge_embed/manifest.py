@@ -46,6 +46,9 @@ class Manifest:
     input_names: tuple[str, ...] = ("input_ids", "attention_mask")
     output_name: str = "last_hidden_state"
     pooling: str = "mean"
+    # precision -> {"version": the oldest onnxruntime that runs that model, "why": ...}, for models
+    # that need more than the package's own minimum
+    requires_onnxruntime: dict[str, dict[str, str]] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # source, rotary, moe, tools: informational
 
     def to_json(self) -> dict:
@@ -73,6 +76,7 @@ class Manifest:
             "output": self.output_name,
             "models": self.models,
             "files": self.files,
+            **({"requires_onnxruntime": self.requires_onnxruntime} if self.requires_onnxruntime else {}),
             **self.extra,
         }
 
@@ -91,7 +95,7 @@ class Manifest:
             mat = data["matryoshka"]
             known = {
                 "format", "format_version", "family", "hidden_size", "max_length", "pad_token_id",
-                "pooling", "matryoshka", "prefixes", "inputs", "output", "models", "files",
+                "pooling", "matryoshka", "prefixes", "inputs", "output", "models", "files", "requires_onnxruntime",
             }
             return cls(
                 family=data["family"],
@@ -108,6 +112,8 @@ class Manifest:
                 input_names=tuple(data["inputs"]),
                 output_name=data["output"],
                 pooling=data.get("pooling", "mean"),
+                requires_onnxruntime={k: {"version": str(v["version"]), "why": str(v.get("why", ""))}
+                                      for k, v in data.get("requires_onnxruntime", {}).items()},
                 extra={k: v for k, v in data.items() if k not in known},
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -53,6 +54,24 @@ def resolve_precision(precision: str, providers: list[str], bundled: list[str]) 
     if precision not in bundled:
         raise InputError(f"this bundle has no {precision} model; it has {sorted(bundled)}")
     return precision
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """"1.28.0" -> (1, 28, 0); "1.25.0.dev20260417008" -> (1, 25, 0)."""
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def check_onnxruntime(requirement: dict[str, str] | None, precision: str, installed: str | None = None) -> None:
+    """A bundle's model that needs a newer onnxruntime than this one fails here, with what to do,
+    rather than deep inside onnxruntime's graph checks."""
+    installed = installed or ort.__version__
+    if requirement and _release(installed) < _release(requirement["version"]):
+        why = f" ({requirement['why']})" if requirement.get("why") else ""
+        raise BundleError(
+            f"this bundle's {precision} model needs onnxruntime >= {requirement['version']}{why}, and this is "
+            f"onnxruntime {installed}: pip install -U 'onnxruntime>={requirement['version']}', or pick "
+            "another precision"
+        )
 
 
 # Graph fusions that make our models slower on CPU. SkipLayerNormFusion turns Add +

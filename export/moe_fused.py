@@ -39,6 +39,10 @@ import torch
 from onnx import helper, numpy_helper
 
 MS_DOMAIN = "com.microsoft"
+# The QMoE node with `router_weights` (its 15th input) runs from onnxruntime 1.28.0: 1.23.1-1.27.0
+# reject it ("input size 15 not in range [min=7, max=11]"; tested 1.23.1, 1.24.4, 1.26.0, 1.27.0),
+# and 1.27.1 is also where a QMoE CPU livelock was fixed (microsoft/onnxruntime#29081).
+QMOE_MIN_ONNXRUNTIME = "1.28.0"
 
 
 class _MoEOp(torch.autograd.Function):

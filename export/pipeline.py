@@ -17,6 +17,7 @@ from edge_embed.manifest import TOKENIZER_FILE, Manifest, Matryoshka, sha256_fil
 from export import families
 from export.checkpoint import CheckpointError, load_state_dict, read_config, resolve_source
 from export.fp16 import convert_fp16
+from export.moe_fused import QMOE_MIN_ONNXRUNTIME
 from export.onnx_export import INPUTS, OUTPUT, export_fp32
 from export.quantize import quantize_int8
 from export.validate import ValidationError, validate_bundle
@@ -125,6 +126,11 @@ def _manifest(family, config, source, staging, models, options) -> Manifest:
     if family is families.V2_MOE:
         extra["moe"] = {"mode": options.moe, "num_experts": config.get("num_experts"),
                         "top_k": config.get("moe_top_k"), "router_precision": "fp32"}
+    requires = {}
+    if options.moe == "fused" and "int8" in models and family is families.V2_MOE:
+        requires["int8"] = {"version": QMOE_MIN_ONNXRUNTIME,
+                            "why": "exported with --moe fused, its MoE layers are com.microsoft.QMoE nodes "
+                                   "with router_weights; --moe sparse bundles run on any supported onnxruntime"}
     return Manifest(
         family=family.name,
         hidden_size=hidden,
@@ -136,5 +142,6 @@ def _manifest(family, config, source, staging, models, options) -> Manifest:
         files=files,
         input_names=tuple(INPUTS),
         output_name=OUTPUT,
+        requires_onnxruntime=requires,
         extra=extra,
     )

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import json
+import re
 
+import onnxruntime as ort
 import pytest
 
 from edge_embed import BundleError, Embedder
-from edge_embed.manifest import MANIFEST_NAME
+from edge_embed.manifest import MANIFEST_NAME, read_manifest
+from edge_embed.session import check_onnxruntime
+
+V2 = "nomic-v2moe-tiny"
 
 
 def test_missing_directory(tmp_path):
@@ -98,3 +103,26 @@ def test_manifest_describes_the_bundle(bundle):
     report = json.loads((bundle("nomic-v15-tiny") / "validation.json").read_text())
     assert report["precisions"]["fp32"]["max_abs"] < 1e-5
     assert report["precisions"]["int8"]["min_cosine"] > 0.98
+
+
+def test_a_fused_int8_moe_bundle_states_the_onnxruntime_it_needs(bundle, monkeypatch):
+    fused, sparse = read_manifest(bundle(V2, moe="fused")), read_manifest(bundle(V2))
+    assert fused.requires_onnxruntime["int8"]["version"] == "1.28.0" and "fp32" not in fused.requires_onnxruntime
+    assert sparse.requires_onnxruntime == {}
+    # onnxruntime 1.23.1-1.27.0 reject QMoE's router_weights input; this one says so up front
+    monkeypatch.setattr(ort, "__version__", "1.27.0")
+    with pytest.raises(BundleError, match=r"int8 model needs onnxruntime >= 1.28.0 .*--moe fused.*"
+                                          r"this is onnxruntime 1.27.0: pip install -U 'onnxruntime>=1.28.0'"):
+        Embedder(bundle(V2, moe="fused"), precision="int8")
+    assert Embedder(bundle(V2, moe="fused"), precision="fp32").precision == "fp32"
+    assert Embedder(bundle(V2), precision="int8").precision == "int8"
+
+
+def test_onnxruntime_versions_compare_by_release():
+    need = {"version": "1.28.0", "why": ""}
+    check_onnxruntime(need, "int8", installed="1.28.0")
+    check_onnxruntime(need, "int8", installed="1.32.0")
+    check_onnxruntime(None, "int8", installed="1.23.1")
+    for older in ("1.27.0", "1.9.0", "1.25.0.dev20260417008"):
+        with pytest.raises(BundleError, match=f"this is onnxruntime {re.escape(older)}"):
+            check_onnxruntime(need, "int8", installed=older)

@@ -93,3 +93,22 @@ def test_large_models_keep_weights_in_external_data(checkpoint, tmp_path, monkey
     (out / "model.fp32.onnx.data").write_bytes(b"broken")
     with pytest.raises(Exception, match="checksum mismatch for .*model.fp32.onnx.data"):
         Embedder(out, precision="fp32")
+
+
+def test_a_model_this_onnxruntime_cannot_run_is_written_and_reported_not_validated(checkpoint, tmp_path,
+                                                                                   monkeypatch):
+    import subprocess
+    import sys
+
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "__version__", "1.27.0")  # older than fused int8 MoE needs
+    out = tmp_path / "fused"
+    report = export_bundle(str(checkpoint("nomic-v2moe-tiny")), out, ExportOptions(moe="fused"))
+    assert "max_abs" in report["precisions"]["fp32"] and "failed" not in report
+    assert "needs onnxruntime >= 1.28.0" in report["precisions"]["int8"]["not_validated"]
+    info = subprocess.run([sys.executable, "-m", "edge_embed.cli", "info", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert info.returncode == 0, info.stderr
+    assert "validation   int8: not validated at export: this bundle's int8 model needs onnxruntime >= 1.28.0" \
+        in info.stdout
