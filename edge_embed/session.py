@@ -56,7 +56,7 @@ def resolve_precision(precision: str, providers: list[str], bundled: list[str]) 
     return precision
 
 
-def _release(version: str) -> tuple[int, ...]:
+def release_tuple(version: str) -> tuple[int, ...]:
     """"1.28.0" -> (1, 28, 0); "1.25.0.dev20260417008" -> (1, 25, 0)."""
     return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
@@ -65,7 +65,7 @@ def check_onnxruntime(requirement: dict[str, str] | None, precision: str, instal
     """A bundle's model that needs a newer onnxruntime than this one fails here, with what to do,
     rather than deep inside onnxruntime's graph checks."""
     installed = installed or ort.__version__
-    if requirement and _release(installed) < _release(requirement["version"]):
+    if requirement and release_tuple(installed) < release_tuple(requirement["version"]):
         why = f" ({requirement['why']})" if requirement.get("why") else ""
         raise BundleError(
             f"this bundle's {precision} model needs onnxruntime >= {requirement['version']}{why}, and this is "

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edge_embed.session import _release
+from edge_embed.session import release_tuple
 from export.moe_fused import QMOE_MIN_ONNXRUNTIME, _MoEOp, quantize_moe_node_int8
 from export.nomic_bert import MoEMLP, NomicBertModel, NomicConfig
 
@@ -232,7 +232,7 @@ def test_full_model_fused_matches_sparse_on_real_tokens(tmp_path):
         np.testing.assert_allclose(got[real], expected[real], rtol=0, atol=TANH_GELU_ATOL)
 
 
-@pytest.mark.skipif(_release(ort.__version__) < _release(QMOE_MIN_ONNXRUNTIME),
+@pytest.mark.skipif(release_tuple(ort.__version__) < release_tuple(QMOE_MIN_ONNXRUNTIME),
                     reason=f"QMoE with router_weights needs onnxruntime >= {QMOE_MIN_ONNXRUNTIME}")
 def test_int8_qmoe_rewrite_keeps_cosine_above_0_999(stacks):
     fused = stacks["fused"]
