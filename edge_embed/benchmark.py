@@ -124,6 +124,17 @@ def _rss_mb(field: str = "VmRSS:") -> float | None:
     return None
 
 
+def _peak_rss_mb_elsewhere() -> float | None:
+    """Peak RSS where there is no /proc (macOS: ru_maxrss in bytes; other Unixes: KB; Windows: none).
+    Not used on Linux, where ru_maxrss carries over from the parent across fork + exec."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
 def _cold_child(spec_file: str) -> None:
     spec = json.loads(Path(spec_file).read_text(encoding="utf-8"))
     from edge_embed import Embedder
@@ -136,7 +147,7 @@ def _cold_child(spec_file: str) -> None:
         start = time.perf_counter()
         model.embed([spec["long_text"]])
         out["long_text_s"] = time.perf_counter() - start
-    out["peak_rss_mb"] = _rss_mb("VmHWM:")  # the peak of this process alone (starts at exec)
+    out["peak_rss_mb"] = _rss_mb("VmHWM:") or _peak_rss_mb_elsewhere()  # this process's own peak
     print("COLD_START " + json.dumps(out), flush=True)
 
 
