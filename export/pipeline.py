@@ -30,6 +30,7 @@ class ExportOptions:
     min_dim: int | None = None
     rotary_scaling_factor: float | None = None
     int8: bool = True
+    int8_scheme: str = "dynamic"  # or "blockwise" (export/quantize.py)
     fp16: bool = False  # for GPU bundles
     validate: bool = True
     revision: str | None = None
@@ -79,7 +80,8 @@ def export_bundle(src: str, out: Path, options: ExportOptions | None = None) -> 
         models = {"fp32": export_fp32(model, staging / "model.fp32.onnx", _vocab_size(model))}
         log(f"[export] fp32 ONNX written ({_megabytes(staging, models['fp32'])} MB)")
         if options.int8:
-            models["int8"] = quantize_int8(staging / "model.fp32.onnx", staging / "model.int8.onnx")
+            models["int8"] = quantize_int8(staging / "model.fp32.onnx", staging / "model.int8.onnx",
+                                           scheme=options.int8_scheme)
             log(f"[export] int8 ONNX written ({_megabytes(staging, models['int8'])} MB)")
         if options.fp16:
             models["fp16"] = convert_fp16(staging / "model.fp32.onnx", staging / "model.fp16.onnx")
@@ -115,6 +117,8 @@ def _manifest(family, config, source, staging, models, options) -> Manifest:
         "tools": {"edge_embed": edge_embed.__version__, "torch": torch.__version__,
                   "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
     }
+    if "int8" in models:
+        extra["int8"] = {"scheme": options.int8_scheme}
     if family is not families.BERT:
         extra["rotary"] = {
             "base": config.get("rotary_emb_base"),
