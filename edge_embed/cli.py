@@ -68,7 +68,8 @@ def cmd_info(args) -> int:
     print("tasks        " + ", ".join(f"{t} -> {p!r}" for t, p in manifest.prefixes.items()))
     for precision, files in manifest.models.items():
         size = sum((Path(args.bundle) / f).stat().st_size for f in files if (Path(args.bundle) / f).exists())
-        print(f"model        {precision}: {files[0]} ({size / 1e6:.1f} MB)")
+        scheme = manifest.extra.get("int8", {}).get("scheme") if precision == "int8" else None
+        print(f"model        {precision}: {files[0]} ({size / 1e6:.1f} MB{f', {scheme} scheme' if scheme else ''})")
     validation = Path(args.bundle) / "validation.json"
     if validation.exists():
         report = json.loads(validation.read_text(encoding="utf-8"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -55,6 +56,7 @@ def test_info(bundle):
     assert result.returncode == 0
     out = result.stdout.decode()
     assert "nomic-embed-text-v2-moe" in out and "11..32" in out and "validation   fp32" in out
+    assert re.search(r"model        int8: model.int8.onnx \([\d.]+ MB, dynamic scheme\)", out), out
 
 
 def test_python_m_export_writes_a_working_bundle(checkpoint, tmp_path):
