@@ -1,6 +1,7 @@
-"""`make eval`: STS-B Spearman and SciFact nDCG@10 of the MiniLM bundle, fp32 vs int8.
+"""`make eval`: STS-B Spearman and SciFact nDCG@10 of the MiniLM bundle: fp32, int8 (the default
+dynamic scheme) and int8 with the blockwise scheme (`--int8-scheme blockwise`).
 
-Full SciFact takes about 15 minutes per precision on 2 cores. Data: ../shared/data (or --data).
+Full SciFact takes about 15 minutes per model on 2 cores. Data: ../shared/data (or --data).
 """
 from __future__ import annotations
 
@@ -24,20 +25,25 @@ def main() -> int:
     p.add_argument("--limit", type=int, help="first N STS pairs / N documents only (quick look)")
     p.add_argument("--threads", type=int)
     args = p.parse_args()
-    bundle = minilm_bundle(args.work)
+    models = {"fp32": (minilm_bundle(args.work), "fp32"), "int8": (minilm_bundle(args.work), "int8"),
+              "int8_blockwise": (minilm_bundle(args.work, "blockwise"), "int8")}
     results = {}
-    for precision in ("fp32", "int8"):
+    for name, (bundle, precision) in models.items():
         model = Embedder(bundle, precision=precision, threads=args.threads)
-        results[precision] = evaluate(model, sts=args.data / "stsb" / "pairs.tsv",
-                                      retrieval=args.data / "scifact", limit=args.limit)
-        print(precision, json.dumps(results[precision]), flush=True)
-    sts = results["int8"]["sts"]["spearman"] - results["fp32"]["sts"]["spearman"]
-    ndcg = results["int8"]["retrieval"]["ndcg@10"] - results["fp32"]["retrieval"]["ndcg@10"]
-    results["int8_minus_fp32"] = {"sts_spearman": sts, "scifact_ndcg@10": ndcg}
+        results[name] = evaluate(model, sts=args.data / "stsb" / "pairs.tsv",
+                                 retrieval=args.data / "scifact", limit=args.limit)
+        print(name, json.dumps(results[name]), flush=True)
+    worst = 0.0
+    for name in ("int8", "int8_blockwise"):
+        sts = results[name]["sts"]["spearman"] - results["fp32"]["sts"]["spearman"]
+        ndcg = results[name]["retrieval"]["ndcg@10"] - results["fp32"]["retrieval"]["ndcg@10"]
+        results[f"{name}_minus_fp32"] = {"sts_spearman": sts, "scifact_ndcg@10": ndcg}
+        print(f"{name} - fp32: STS-B Spearman {sts:+.4f}, SciFact nDCG@10 {ndcg:+.4f}")
+        worst = max(worst, abs(sts), abs(ndcg))
     out = args.work / "eval_minilm.json"
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"int8 - fp32: STS-B Spearman {sts:+.4f}, SciFact nDCG@10 {ndcg:+.4f} (written to {out})")
-    return 0 if abs(sts) <= 0.01 and abs(ndcg) <= 0.01 else 1
+    print(f"written to {out}")
+    return 0 if worst <= 0.01 else 1
 
 
 if __name__ == "__main__":

