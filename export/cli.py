@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from edge_embed.errors import EdgeEmbedError
-from export import MOE_MODES
+from export import INT8_SCHEMES, MOE_MODES
 
 
 def parser(prog: str = "python -m export") -> argparse.ArgumentParser:
@@ -29,9 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dynamic NTK factor for long context (nomic v1.5 card: 2); default: config.json")
     p.add_argument("--revision", help="hub revision when SRC is a model id")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 model")
-    p.add_argument("--int8-scheme", choices=["dynamic", "blockwise"], default="dynamic",
-                   help="dynamic (default): fastest, activations quantized per batch; blockwise: ~1.6x slower, "
-                   "~10x closer to fp32, the same vector for a text in any batch")
+    p.add_argument("--int8-scheme", choices=INT8_SCHEMES, default="dynamic",
+                   help="dynamic (default): fastest, activations quantized per batch; blockwise: about half its "
+                   "speed, closer to fp32, nearly the same vector for a text in any batch")
     p.add_argument("--fp16", action="store_true", help="also write an fp16 model (for CUDA; auto picks it on GPU)")
     p.add_argument("--no-validate", action="store_true", help="skip the parity check (not recommended)")
 

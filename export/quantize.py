@@ -16,6 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from export import INT8_SCHEMES
 from export.moe_fused import quantize_moe_node_int8
 from export.onnx_export import needs_external_data, save
 
@@ -25,8 +26,6 @@ KEEP_FP32 = ("router",)  # node-name fragments never quantized
 def fp32_nodes(model: onnx.ModelProto, keep: tuple[str, ...] = KEEP_FP32) -> list[str]:
     return [node.name for node in model.graph.node if any(part in node.name for part in keep)]
 
-
-INT8_SCHEMES = ("dynamic", "blockwise")
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path, keep: tuple[str, ...] = KEEP_FP32,
@@ -72,10 +71,11 @@ def blockwise_matmuls(model: onnx.ModelProto, keep: tuple[str, ...] = KEEP_FP32)
     one scale per block of K (per output column); accuracy_level 4 quantizes x per row and block
     to int8 inside the kernel. MatMuls in `keep` nodes (the MoE router) stay fp32."""
     inits = {t.name: t for t in model.graph.initializer}
+    kept_fp32 = set(fp32_nodes(model, keep))
     nodes, replaced = [], set()
     for node in model.graph.node:
         weight = inits.get(node.input[1]) if node.op_type == "MatMul" else None
-        skip = weight is None or len(weight.dims) != 2 or any(part in node.name for part in keep)
+        skip = weight is None or len(weight.dims) != 2 or node.name in kept_fp32
         block = None if skip else _block_size(int(weight.dims[0]))
         if block is None:
             nodes.append(node)
