@@ -60,6 +60,12 @@ class NomicConfig:
                 raise CheckpointError(f"config.json sets {key}={bad}, which no Nomic Embed model uses")
         if cfg.get("rotary_emb_fraction", 1.0) != 1.0:
             raise CheckpointError("only rotary_emb_fraction 1.0 is supported (both Nomic models use it)")
+        if cfg.get("use_rms_norm"):
+            raise CheckpointError("config.json sets use_rms_norm, which no Nomic Embed model uses (LayerNorm)")
+        if cfg.get("rotary_emb_scale_base") is not None:
+            raise CheckpointError("config.json sets rotary_emb_scale_base (XPos), which no Nomic Embed model uses")
+        if (cfg.get("ffn_div") or 1) != 1:
+            raise CheckpointError("only ffn_div 1 is supported (Nomic v2-moe uses it)")
         if cfg.get("num_shared_experts", 0):
             raise CheckpointError("shared experts are not supported (Nomic v2-moe has none)")
         multiple = cfg.get("pad_vocab_size_multiple", 1) or 1
@@ -83,7 +89,7 @@ class NomicConfig:
             qkv_bias=bool(cfg.get("qkv_proj_bias", False)),
             fc1_bias=bool(cfg.get("mlp_fc1_bias", False)),
             fc2_bias=bool(cfg.get("mlp_fc2_bias", False)),
-            rotary_base=float(cfg.get("rotary_emb_base", 10000)),
+            rotary_base=rotary_base(cfg),
             rotary_scaling_factor=cfg.get("rotary_scaling_factor"),
             max_trained_positions=cfg.get("max_trained_positions", 2048),
             moe_every_n_layers=moe_every,
@@ -98,6 +104,16 @@ class NomicConfig:
 
     def is_moe_layer(self, i: int) -> bool:
         return self.moe_every_n_layers > 0 and i % self.moe_every_n_layers == 1
+
+
+def rotary_base(cfg: dict) -> float:
+    """The hub code reads rotary_emb_base; a config written for native transformers may carry
+    only rope_parameters.rope_theta (v1.5: 1000, not the hub code's default 10000)."""
+    rope = cfg.get("rope_parameters") or {}
+    for value in (cfg.get("rotary_emb_base"), rope.get("rope_theta"), cfg.get("rope_theta")):
+        if value is not None:
+            return float(value)
+    return 10000.0
 
 
 def rotary_tables(lengths: torch.Tensor, seq_len: int, cfg: NomicConfig):

@@ -18,6 +18,7 @@ from export import families
 from export.checkpoint import CheckpointError, load_state_dict, read_config, resolve_source
 from export.fp16 import convert_fp16
 from export.moe_fused import QMOE_MIN_ONNXRUNTIME
+from export.nomic_bert import rotary_base
 from export.onnx_export import INPUTS, OUTPUT, export_fp32
 from export.quantize import quantize_int8
 from export.validate import ValidationError, validate_bundle
@@ -121,7 +122,7 @@ def _manifest(family, config, source, staging, models, options) -> Manifest:
         extra["int8"] = {"scheme": options.int8_scheme}
     if family is not families.BERT:
         extra["rotary"] = {
-            "base": config.get("rotary_emb_base"),
+            "base": rotary_base(config),
             "scaling_factor": config.get("rotary_scaling_factor"),
             "max_trained_positions": config.get("max_trained_positions"),
             "scaling_rule": "dynamic NTK per text: base*(f*L/Lt-(f-1))**(d/(d-2)) when L > Lt, "

@@ -8,7 +8,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from export.checkpoint import CheckpointError, load_state_dict, read_config, resolve_source
-from export.nomic_bert import build_nomic
+from export.nomic_bert import NomicConfig, build_nomic
 
 NAME = "nomic-v15-tiny"
 
@@ -77,12 +77,22 @@ def test_no_weights_file(editable):
         load_state_dict(path)
 
 
-def test_unsupported_config_is_refused(editable):
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("prenorm", True, "prenorm=True"),
+        ("use_rms_norm", True, "use_rms_norm"),
+        ("rotary_emb_scale_base", 512, "rotary_emb_scale_base"),
+        ("ffn_div", 2, "ffn_div"),
+        ("rotary_emb_fraction", 0.5, "rotary_emb_fraction"),
+    ],
+)
+def test_unsupported_config_is_refused(editable, key, value, message):
     path, _ = editable
     config = json.loads((path / "config.json").read_text())
-    config["prenorm"] = True
+    config[key] = value
     (path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="prenorm=True"):
+    with pytest.raises(CheckpointError, match=message):
         build(path)
 
 
@@ -108,3 +118,15 @@ def test_export_cli_reports_a_bad_checkpoint(editable, tmp_path, capsys):
     save_file(tensors, str(path / "model.safetensors"))
     assert main([str(path), "--out", str(tmp_path / "out")]) == 1
     assert "missing keys: emb_ln.bias" in capsys.readouterr().err
+
+
+def test_rotary_base_from_a_native_transformers_config(editable):
+    """A config that names the base only as rope_parameters.rope_theta builds the same model."""
+    path, _ = editable
+    config = json.loads((path / "config.json").read_text())
+    expected = NomicConfig.from_hf(config).rotary_base
+    config.pop("rotary_emb_base", None)
+    config["rope_parameters"] = {"rope_theta": expected, "rope_type": "default"}
+    assert NomicConfig.from_hf(config).rotary_base == expected
+    config["rope_parameters"]["rope_theta"] = 500.0
+    assert NomicConfig.from_hf(config).rotary_base == 500.0
