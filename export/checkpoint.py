@@ -116,4 +116,9 @@ def strip_and_check(
         raise CheckpointError(
             "checkpoint does not match its config.json: " + "; ".join(problems)
         )
-    return {key: value.float() for key, value in renamed.items()}
+    tensors = {key: value.float() for key, value in renamed.items()}
+    broken = [key for key, value in sorted(tensors.items()) if not torch.isfinite(value).all()]
+    if broken:  # they would give NaN embeddings (or a quantizer failure) far from the cause
+        raise CheckpointError(f"checkpoint has NaN or infinite values in {', '.join(broken)}; "
+                              "the file is damaged or was saved from a diverged run")
+    return tensors

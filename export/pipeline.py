@@ -13,8 +13,9 @@ import onnxruntime
 import torch
 
 import edge_embed
+from edge_embed.errors import InputError
 from edge_embed.manifest import TOKENIZER_FILE, Manifest, Matryoshka, sha256_file, write_manifest
-from export import families
+from export import INT8_SCHEMES, MOE_MODES, families
 from export.checkpoint import CheckpointError, load_state_dict, read_config, resolve_source
 from export.fp16 import convert_fp16
 from export.moe_fused import QMOE_MIN_ONNXRUNTIME
@@ -62,6 +63,28 @@ def pad_token_id(config: dict, tokenizer_path: Path) -> int:
     return int(config.get("pad_token_id") or 0)
 
 
+def check_options(options: ExportOptions, family: families.Family, config: dict) -> None:
+    """Options a bundle could be written with but never used with are refused up front."""
+    hidden = families.hidden_size(config)
+    if options.moe not in MOE_MODES:
+        raise InputError(f"moe must be one of {MOE_MODES}, not {options.moe!r}")
+    if options.int8_scheme not in INT8_SCHEMES:
+        raise InputError(f"int8_scheme must be one of {INT8_SCHEMES}, not {options.int8_scheme!r}")
+    if options.min_dim is not None and not 1 <= options.min_dim <= hidden:
+        raise InputError(f"min dim must be from 1 to the model's width {hidden}, not {options.min_dim}")
+    if options.max_length is not None:
+        positions = config.get("max_position_embeddings") if family is families.BERT else None
+        if options.max_length < 8 or (positions and options.max_length > positions):
+            limit = f" to its {positions} positions" if positions else ""
+            raise InputError(f"max length must be at least 8{limit}, not {options.max_length}")
+    if options.rotary_scaling_factor is not None:
+        if family is families.BERT:
+            raise InputError("the rotary scaling factor applies to nomic models only; this is a BERT checkpoint")
+        if not options.rotary_scaling_factor > 0:
+            raise InputError(f"rotary scaling factor must be positive (the v1.5 card uses 2), "
+                             f"not {options.rotary_scaling_factor}")
+
+
 def export_bundle(src: str, out: Path, options: ExportOptions | None = None) -> dict:
     """Export SRC (local HF directory or hub id) to the bundle directory OUT; returns the report."""
     options = options or ExportOptions()
@@ -70,6 +93,7 @@ def export_bundle(src: str, out: Path, options: ExportOptions | None = None) -> 
     if options.rotary_scaling_factor is not None:
         config = {**config, "rotary_scaling_factor": options.rotary_scaling_factor}
     family = families.detect_family(config)
+    check_options(options, family, config)
     log(f"[export] {source} -> {out} ({family.name})")
     model = family.build(config, load_state_dict(source), options.moe)
 
@@ -139,10 +163,11 @@ def _manifest(family, config, source, staging, models, options) -> Manifest:
     return Manifest(
         family=family.name,
         hidden_size=hidden,
-        max_length=options.max_length or families.max_length(config, source),
+        max_length=options.max_length if options.max_length is not None else families.max_length(config, source),
         pad_token_id=pad_token_id(config, staging / TOKENIZER_FILE),
         prefixes=families.prefixes(family, source),
-        matryoshka=Matryoshka(options.min_dim or families.min_dim(family, config), hidden, family.layer_norm),
+        matryoshka=Matryoshka(options.min_dim if options.min_dim is not None else families.min_dim(family, config),
+                              hidden, family.layer_norm),
         models=models,
         files=files,
         input_names=tuple(INPUTS),

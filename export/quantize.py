@@ -7,6 +7,8 @@ costs far more than the bytes it saves.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -23,9 +25,24 @@ from export.onnx_export import needs_external_data, save
 KEEP_FP32 = ("router",)  # node-name fragments never quantized
 
 
+@contextlib.contextmanager
+def _quiet_preprocessing_advice():
+    """quantize_dynamic logs "Please consider to run pre-processing before quantization" on every
+    call. Its pre-processing (shape inference, graph folding) gains nothing on the graphs exported
+    here, and users read the line as a fault."""
+    def drop(record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
 def fp32_nodes(model: onnx.ModelProto, keep: tuple[str, ...] = KEEP_FP32) -> list[str]:
     return [node.name for node in model.graph.node if any(part in node.name for part in keep)]
-
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path, keep: tuple[str, ...] = KEEP_FP32,
@@ -43,17 +60,18 @@ def quantize_int8(fp32_path: Path, int8_path: Path, keep: tuple[str, ...] = KEEP
     big = needs_external_data(model)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "int8.onnx"
-        quantize_dynamic(
-            os.fspath(fp32_path),
-            os.fspath(out),
-            per_channel=True,
-            reduce_range=True,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul", "Gather"] if scheme == "dynamic" else ["Gather"],
-            nodes_to_exclude=fp32_nodes(model, keep),
-            use_external_data_format=big,
-            extra_options={"MatMulConstBOnly": True},
-        )
+        with _quiet_preprocessing_advice():
+            quantize_dynamic(
+                os.fspath(fp32_path),
+                os.fspath(out),
+                per_channel=True,
+                reduce_range=True,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul", "Gather"] if scheme == "dynamic" else ["Gather"],
+                nodes_to_exclude=fp32_nodes(model, keep),
+                use_external_data_format=big,
+                extra_options={"MatMulConstBOnly": True},
+            )
         quantized = onnx.load(os.fspath(out))
     if scheme == "blockwise":
         quantized = blockwise_matmuls(quantized, keep)

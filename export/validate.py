@@ -150,12 +150,25 @@ def validate_bundle(model, bundle, config: dict) -> dict:
             figures["routing"] = routing_agreement(reference_routes, routes)
         report["precisions"][precision] = figures
         print(f"[validate] {precision}: " + _line(figures), flush=True)
-    fp32 = report["precisions"].get("fp32", {})
-    if "max_abs" not in fp32:
-        report["failed"] = f"fp32 could not be run: {fp32.get('not_validated', 'no fp32 model')}"
-    elif fp32["max_abs"] > FP32_MAX_ABS:
-        report["failed"] = f"fp32 max-abs {fp32['max_abs']:.3g} > {FP32_MAX_ABS}"
+    failed = verdict(report["precisions"])
+    if failed:
+        report["failed"] = failed
     return report
+
+
+def verdict(precisions: dict[str, dict]) -> str | None:
+    """Why the bundle must not be written, or None. NaN compares false with everything, so
+    non-finite figures are looked for first."""
+    fp32 = precisions.get("fp32", {})
+    non_finite = [name for name, figures in precisions.items() if "max_abs" in figures
+                  and not np.isfinite([figures["max_abs"], figures["min_cosine"]]).all()]
+    if "max_abs" not in fp32:
+        return f"fp32 could not be run: {fp32.get('not_validated', 'no fp32 model')}"
+    if non_finite:
+        return f"{', '.join(non_finite)} gave NaN or infinite embeddings"
+    if not fp32["max_abs"] <= FP32_MAX_ABS:
+        return f"fp32 max-abs {fp32['max_abs']:.3g} > {FP32_MAX_ABS}"
+    return None
 
 
 def _line(figures: dict) -> str:

@@ -10,7 +10,9 @@ from fixture_recipe import make_weights
 from safetensors.numpy import save_file
 
 from edge_embed import Embedder
+from edge_embed.errors import InputError
 from export import validate
+from export.checkpoint import CheckpointError
 from export.nomic_bert import NomicBertModel, NomicConfig
 from export.pipeline import ExportOptions, export_bundle
 from export.validate import ValidationError
@@ -112,3 +114,40 @@ def test_a_model_this_onnxruntime_cannot_run_is_written_and_reported_not_validat
     assert info.returncode == 0, info.stderr
     assert "validation   int8: not validated at export: this bundle's int8 model needs onnxruntime >= 1.28.0" \
         in info.stdout
+
+
+@pytest.mark.parametrize("options, message", [
+    (ExportOptions(min_dim=100), "min dim must be from 1 to the model's width 64, not 100"),
+    (ExportOptions(min_dim=0), "min dim must be from 1"),
+    (ExportOptions(max_length=0), "max length must be at least 8"),
+    (ExportOptions(rotary_scaling_factor=-1.0), "rotary scaling factor must be positive"),
+    (ExportOptions(moe="dense-ish"), "moe must be one of"),
+    (ExportOptions(int8_scheme="int4"), "int8_scheme must be one of"),
+])
+def test_options_a_bundle_could_never_use_are_refused_before_any_work(checkpoint, tmp_path, options, message):
+    out = tmp_path / "bundle"
+    with pytest.raises(InputError, match=message):
+        export_bundle(str(checkpoint("nomic-v15-tiny")), out, options)
+    assert not out.exists()
+
+
+def test_non_finite_weights_are_named(checkpoint, tmp_path):
+    from safetensors.numpy import load_file
+
+    target = tmp_path / "ckpt"
+    shutil.copytree(checkpoint("nomic-v15-tiny"), target)
+    tensors = load_file(str(target / "model.safetensors"))
+    tensors["encoder.layers.1.attn.out_proj.weight"][0, 3] = float("nan")
+    save_file(tensors, str(target / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"NaN or infinite values in encoder.layers.1.attn.out_proj.weight"):
+        export_bundle(str(target), tmp_path / "bundle")
+
+
+def test_nan_figures_fail_validation():
+    good = {"max_abs": 2e-7, "min_cosine": 1.0}
+    assert validate.verdict({"fp32": good, "int8": {"max_abs": 0.02, "min_cosine": 0.999}}) is None
+    assert validate.verdict({"fp32": {"max_abs": float("nan"), "min_cosine": float("nan")}}) \
+        == "fp32 gave NaN or infinite embeddings"
+    assert validate.verdict({"fp32": good, "int8": {"max_abs": float("nan"), "min_cosine": 0.5}}) \
+        == "int8 gave NaN or infinite embeddings"
+    assert "fp32 max-abs 0.01" in validate.verdict({"fp32": {"max_abs": 0.01, "min_cosine": 0.99}})
