@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_embed.errors import InputError
+
 
 @dataclass(frozen=True)
 class BatchLimits:
@@ -21,6 +23,14 @@ class BatchLimits:
     max_attention_cells: int = 1 << 24  # batch x S x S: bounds the attention score memory
     max_batch_size: int = 256
     batch_cost: int = 16  # the fixed cost of one more batch, in tokens' worth of compute
+
+    def __post_init__(self):
+        for name in ("max_tokens", "max_attention_cells", "max_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"BatchLimits.{name} must be a positive int, not {value!r}")
+        if isinstance(self.batch_cost, bool) or not isinstance(self.batch_cost, int) or self.batch_cost < 0:
+            raise InputError(f"BatchLimits.batch_cost must be an int >= 0, not {self.batch_cost!r}")
 
     @classmethod
     def for_provider(cls, provider: str) -> BatchLimits:

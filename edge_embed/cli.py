@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +14,41 @@ from edge_embed.errors import EdgeEmbedError
 
 
 def read_texts(source: str) -> list[str]:
-    """One text per line from a file, or from stdin when source is '-'; blank lines skipped."""
-    if source == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
-        try:
-            lines = Path(source).read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise EdgeEmbedError(f"cannot read texts from {source}: {exc.strerror}") from exc
-    return [line for line in lines if line.strip()]
+    """One text per line from a UTF-8 file, or from stdin when source is '-'. Row i of the output
+    is line i + 1, so a blank line inside the input is an error, not a skipped row; blank lines at
+    the end are ignored."""
+    name = "standard input" if source == "-" else source
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise EdgeEmbedError(f"cannot read texts from {source}: {exc.strerror}") from exc
+    try:
+        lines = data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise EdgeEmbedError(f"{name} is not UTF-8 (line {line}); convert it first, "
+                             f"e.g. iconv -f latin1 -t utf-8") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise EdgeEmbedError(f"line {number} of {name} is blank; each line is one text and row i of the "
+                                 "output is line i, so remove blank lines first (e.g. grep -v '^[[:space:]]*$')")
+    return lines
+
+
+def check_output(output: str) -> None:
+    """Fail before the embedding work, not after it."""
+    if output == "-":
+        return
+    path = Path(output)
+    if path.is_dir():
+        raise EdgeEmbedError(f"--output {output} is a directory; name a file, e.g. {path / 'embeddings.npy'}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise EdgeEmbedError(f"--output {output}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise EdgeEmbedError(f"--output {output} is not writable")
 
 
 def write_embeddings(vectors: np.ndarray, fmt: str, output: str) -> None:
@@ -28,22 +56,25 @@ def write_embeddings(vectors: np.ndarray, fmt: str, output: str) -> None:
         if output == "-":
             np.save(sys.stdout.buffer, vectors)
         else:
-            np.save(output, vectors)
+            with open(output, "wb") as stream:  # np.save(path) would append .npy to other names
+                np.save(stream, vectors)
         return
-    stream = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")
-    try:
-        for row in vectors:
-            stream.write(json.dumps(row.tolist()) + "\n")
-    finally:
-        if stream is not sys.stdout:
-            stream.close()
+    lines = (json.dumps(row.tolist()) + "\n" for row in vectors)
+    if output == "-":
+        sys.stdout.writelines(lines)
+    else:
+        with open(output, "w", encoding="utf-8") as stream:
+            stream.writelines(lines)
 
 
 def cmd_embed(args) -> int:
     from edge_embed import Embedder
 
-    model = Embedder(args.model, precision=args.precision, providers=args.providers, threads=args.threads)
+    check_output(args.output)
     texts = read_texts(args.input)
+    if not texts:
+        raise EdgeEmbedError(f"no texts in {'standard input' if args.input == '-' else args.input}")
+    model = Embedder(args.model, precision=args.precision, providers=args.providers, threads=args.threads)
     vectors = model.embed(texts, task=args.task, dim=args.dim, binary=args.binary,
                           truncation=args.truncation, progress=args.progress)
     write_embeddings(vectors, args.format, args.output)
@@ -66,10 +97,24 @@ def cmd_info(args) -> int:
     print(f"max length   {manifest.max_length} tokens")
     print(f"dims         {mat.min_dim}..{mat.max_dim} ({data['matryoshka']['recipe']})")
     print("tasks        " + ", ".join(f"{t} -> {p!r}" for t, p in manifest.prefixes.items()))
+    rotary, moe = manifest.extra.get("rotary") or {}, manifest.extra.get("moe") or {}
+    if rotary.get("scaling_factor"):
+        print(f"long context dynamic NTK, factor {rotary['scaling_factor']} past "
+              f"{rotary.get('max_trained_positions')} tokens")
+    if moe:
+        print(f"moe          {moe.get('mode')}: top-{moe.get('top_k')} of {moe.get('num_experts')} experts")
     for precision, files in manifest.models.items():
-        size = sum((Path(args.bundle) / f).stat().st_size for f in files if (Path(args.bundle) / f).exists())
-        scheme = manifest.extra.get("int8", {}).get("scheme") if precision == "int8" else None
-        print(f"model        {precision}: {files[0]} ({size / 1e6:.1f} MB{f', {scheme} scheme' if scheme else ''})")
+        paths = [Path(args.bundle) / f for f in files]
+        missing = [p.name for p in paths if not p.exists()]
+        size = sum(p.stat().st_size for p in paths if p.exists())
+        notes = [f"{size / 1e6:.1f} MB"]
+        if precision == "int8" and manifest.extra.get("int8", {}).get("scheme"):
+            notes.append(f"{manifest.extra['int8']['scheme']} scheme")
+        if precision in manifest.requires_onnxruntime:
+            notes.append(f"needs onnxruntime >= {manifest.requires_onnxruntime[precision]['version']}")
+        if missing:
+            notes.append(f"MISSING: {', '.join(missing)}")
+        print(f"model        {precision}: {files[0]} ({', '.join(notes)})")
     validation = Path(args.bundle) / "validation.json"
     if validation.exists():
         report = json.loads(validation.read_text(encoding="utf-8"))
@@ -86,6 +131,8 @@ def cmd_eval(args) -> int:
     from edge_embed import Embedder
     from edge_embed.evaluate import evaluate
 
+    if args.sts is None and args.retrieval is None:
+        raise EdgeEmbedError("nothing to evaluate: pass --sts pairs.tsv and/or --retrieval FOLDER")
     model = Embedder(args.model, precision=args.precision, providers=args.providers, threads=args.threads)
     results = evaluate(model, sts=args.sts, retrieval=args.retrieval, dim=args.dim, limit=args.limit)
     results["model"] = {"bundle": args.model, "precision": model.precision, "dim": args.dim}
@@ -177,13 +224,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line for people at a terminal, not as Python source locations."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         return args.run(args)
     except EdgeEmbedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `edge-embed embed ... | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
 
 from edge_embed.batching import BatchLimits, pad, plan_batches
-from edge_embed.errors import EdgeEmbedError, InputError, ProviderWarning, TruncationWarning
+from edge_embed.errors import BundleError, EdgeEmbedError, InputError, ProviderWarning, TruncationWarning
 from edge_embed.manifest import TASK_ALIASES, TOKENIZER_FILE, read_manifest, verify_files
 from edge_embed.pooling import binarize, matryoshka, mean_pool
 from edge_embed.progress import Progress
@@ -43,6 +44,13 @@ class Embedder:
         batch_limits: BatchLimits | None = None,
         verify: bool = True,
     ):
+        if not isinstance(bundle, (str, PathLike)):
+            raise InputError(f"bundle must be a directory path (str or Path), not {type(bundle).__name__}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads must be a positive int or None (onnxruntime's default), not {threads!r}")
+        if batch_limits is not None and not isinstance(batch_limits, BatchLimits):
+            raise InputError("batch_limits must be an edge_embed.BatchLimits, e.g. BatchLimits(max_tokens=4096), "
+                             f"not {type(batch_limits).__name__}")
         self.bundle = Path(bundle)
         self.manifest = read_manifest(self.bundle)
         self.max_length = self._check_max_length(max_length)
@@ -70,6 +78,19 @@ class Embedder:
             finally:
                 if checked is not None:
                     checked.result()
+        self._check_output(files[0])
+
+    def _check_output(self, onnx_file: str) -> None:
+        """The model must give the states the manifest describes; an edited manifest would
+        otherwise fail inside numpy, or not at all."""
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        shape = outputs.get(self.manifest.output_name)
+        if shape is None:
+            raise BundleError(f"{onnx_file} has no output {self.manifest.output_name!r} (it has {sorted(outputs)}); "
+                              "the manifest does not belong to this model, re-export the bundle")
+        if isinstance(shape[-1], int) and shape[-1] != self.manifest.hidden_size:
+            raise BundleError(f"{onnx_file} gives {shape[-1]}-wide states but the manifest says hidden size "
+                              f"{self.manifest.hidden_size}; the manifest does not belong to this model, re-export")
 
     def _continue_on_cpu(self, requested, precision: str, threads: int | None, verify: bool) -> None:
         """onnxruntime-gpu lists CUDA even where it cannot start it (CUDA or cuDNN libraries missing or
@@ -127,6 +148,9 @@ class Embedder:
     def _check_texts(texts: Sequence[str]) -> list[str]:
         if isinstance(texts, str):
             raise InputError("texts must be a list of strings; wrap a single text as [text]")
+        if isinstance(texts, (Mapping, Set)):  # their order is not the caller's rows
+            raise InputError(f"texts must be a list of strings, not a {type(texts).__name__}; pass list(...) of "
+                             "the texts in the order you want the rows")
         try:
             texts = list(texts)
         except TypeError:
@@ -156,6 +180,8 @@ class Embedder:
         """
         texts = self._check_texts(texts)
         prefix = self.prefix(task)
+        if not isinstance(binary, (bool, np.bool_)):
+            raise InputError(f"binary must be True or False, not {binary!r}")
         dim = self._check_dim(dim, binary)
         width = dim // 8 if binary else dim
         if not texts:
@@ -199,6 +225,13 @@ class Embedder:
                 np.add.at(counts, slots[~whole], weights)
                 bar.update(len(batch))
         out[encoded.chunked] = sums / counts[:, None]
+        broken = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        if broken.size:  # e.g. an fp16 overflow on a GPU: never hand back NaN vectors as embeddings
+            raise EdgeEmbedError(
+                f"the {self.precision} model gave NaN or infinite states for {broken.size} of {len(texts)} texts "
+                f"(first: texts[{broken[0]}]); "
+                + ("re-export the bundle" if self.precision == "fp32" else "use precision='fp32'")
+            )
         return out
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -48,7 +48,12 @@ class EmbeddingModel(Protocol):
 
 def _data_lines(path: Path) -> list[str]:
     """Lines of a UTF-8 text file without line endings; blank lines dropped."""
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise EdgeEmbedError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise EdgeEmbedError(f"{path} is not UTF-8 text") from None
     return [line.rstrip("\r") for line in text.split("\n") if line.strip("\r")]
 
 

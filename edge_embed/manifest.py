@@ -82,8 +82,9 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict) -> Manifest:
-        if data.get("format") != FORMAT:
-            raise BundleError(f"{MANIFEST_NAME} is not an edge-embed manifest (format={data.get('format')!r})")
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise BundleError(f"{MANIFEST_NAME} is not an edge-embed manifest (format={found!r})")
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise BundleError(
@@ -97,7 +98,7 @@ class Manifest:
                 "format", "format_version", "family", "hidden_size", "max_length", "pad_token_id",
                 "pooling", "matryoshka", "prefixes", "inputs", "output", "models", "files", "requires_onnxruntime",
             }
-            return cls(
+            manifest = cls(
                 family=data["family"],
                 hidden_size=int(data["hidden_size"]),
                 max_length=int(data["max_length"]),
@@ -116,8 +117,27 @@ class Manifest:
                                       for k, v in data.get("requires_onnxruntime", {}).items()},
                 extra={k: v for k, v in data.items() if k not in known},
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BundleError(f"{MANIFEST_NAME} is incomplete or malformed ({exc!r}); re-export the bundle") from exc
+        problem = manifest.inconsistency()
+        if problem:
+            raise BundleError(f"{MANIFEST_NAME} is inconsistent: {problem}; the file was edited or damaged, "
+                              "re-export the bundle")
+        return manifest
+
+    def inconsistency(self) -> str | None:
+        """What no exported bundle can have (the manifest itself carries no checksum)."""
+        mat = self.matryoshka
+        if self.hidden_size < 1 or not 1 <= mat.min_dim <= mat.max_dim <= self.hidden_size:
+            return f"dims {mat.min_dim}..{mat.max_dim} do not fit hidden size {self.hidden_size}"
+        if self.max_length < 8:
+            return f"max_length {self.max_length} is below 8 tokens"
+        if not self.models or any(not files for files in self.models.values()):
+            return "it lists no model file"
+        unlisted = [f for files in self.models.values() for f in files if f not in self.files]
+        if unlisted or TOKENIZER_FILE not in self.files:
+            return f"no checksum for {', '.join(unlisted or [TOKENIZER_FILE])}"
+        return None
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -130,9 +150,12 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 def read_manifest(bundle: Path) -> Manifest:
     bundle = Path(bundle)
+    if bundle.is_file():
+        raise BundleError(f"{bundle} is a file; pass the bundle directory that holds {MANIFEST_NAME}")
     if not bundle.is_dir():
         raise BundleError(
-            f"bundle directory {bundle} does not exist; create one with `python -m export SRC --out {bundle}`"
+            f"bundle directory {bundle} does not exist. The runtime loads bundles that the exporter writes: "
+            "`python -m export SRC --out DIR`, SRC being a Hugging Face checkpoint directory or hub model id"
         )
     path = bundle / MANIFEST_NAME
     if not path.exists():

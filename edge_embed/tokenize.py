@@ -71,8 +71,9 @@ class TextTokenizer:
                 continue
             if truncation == "error":
                 raise InputError(
-                    f"text {index} has {len(encoding.ids)} tokens, more than the model's max length "
-                    f"{self.max_length}; shorten it, or pass truncation='truncate' or 'chunk'"
+                    f"texts[{index}] has {len(encoding.ids)} tokens, more than the model's max length "
+                    f"{self.max_length}; shorten it, or pass truncation='truncate' or 'chunk' "
+                    "(edge-embed embed: --truncation truncate|chunk)"
                 )
             head, content, tail = self._split(encoding)
             room = self.max_length - len(head) - len(tail)

@@ -15,8 +15,11 @@ V2 = "nomic-v2moe-tiny"
 
 
 def test_missing_directory(tmp_path):
-    with pytest.raises(BundleError, match="does not exist; create one with `python -m export"):
+    with pytest.raises(BundleError, match="does not exist. The runtime loads bundles that the exporter writes"):
         Embedder(tmp_path / "nowhere")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(BundleError, match="is a file; pass the bundle directory"):
+        Embedder(tmp_path / "tokenizer.json")
 
 
 def test_directory_without_manifest(tmp_path):
@@ -77,6 +80,28 @@ def test_incomplete_manifest(copy_bundle):
     target = copy_bundle()
     _edit_manifest(target, lambda d: d.pop("matryoshka"))
     with pytest.raises(BundleError, match="incomplete or malformed"):
+        Embedder(target)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(hidden_size=128), "gives 64-wide states but the manifest says hidden size 128"),
+    (lambda d: d["matryoshka"].update(max_dim=128), "dims 6..128 do not fit hidden size 64"),
+    (lambda d: d["matryoshka"].update(min_dim=100), "dims 100..64 do not fit"),
+    (lambda d: d.update(max_length=0), "max_length 0 is below 8 tokens"),
+    (lambda d: d["files"].pop("model.int8.onnx"), "no checksum for model.int8.onnx"),
+    (lambda d: d.update(output="pooled"), "has no output 'pooled'"),
+])
+def test_edited_manifest_is_caught_at_load(copy_bundle, change, message):
+    target = copy_bundle()
+    _edit_manifest(target, change)
+    with pytest.raises(BundleError, match=re.escape(message)):
+        Embedder(target, precision="int8")
+
+
+def test_manifest_that_is_a_list(copy_bundle):
+    target = copy_bundle()
+    (target / MANIFEST_NAME).write_text("[1, 2]")
+    with pytest.raises(BundleError, match=r"not an edge-embed manifest \(format='list'\)"):
         Embedder(target)
 
 

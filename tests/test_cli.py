@@ -33,13 +33,58 @@ def test_embed_multilingual_texts_from_stdin_as_npy(bundle):
 
 def test_embed_binary_jsonl_from_a_file(bundle, tmp_path):
     source = tmp_path / "texts.txt"
-    source.write_text("first line\n\nsecond line\n", encoding="utf-8")
+    source.write_text("first line\nsecond line\n\n\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
     result = run("-m", "edge_embed.cli", "embed", "--model", str(bundle("nomic-v15-tiny")), "--input",
                  str(source), "--output", str(out), "--format", "jsonl", "--binary", "--dim", "32")
     assert result.returncode == 0, result.stderr.decode()
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 2 and all(len(r) == 4 for r in rows)  # blank line skipped; 32 bits = 4 bytes
+    assert len(rows) == 2 and all(len(r) == 4 for r in rows)  # trailing blank lines ignored; 32 bits = 4 bytes
+
+
+def test_npy_goes_to_exactly_the_file_named(bundle, tmp_path):
+    out = tmp_path / "vectors.bin"
+    result = run("-m", "edge_embed.cli", "embed", "--model", str(bundle("nomic-v15-tiny")), "--output", str(out),
+                 stdin="one\ntwo\nthree\n")
+    assert result.returncode == 0, result.stderr.decode()
+    assert np.load(out).shape == (3, 64) and not (tmp_path / "vectors.bin.npy").exists()
+
+
+def test_input_problems_are_one_line_errors_before_any_work(bundle, tmp_path):
+    model = str(bundle("nomic-v15-tiny"))
+    cases = [
+        ({"stdin": "first\n\nthird\n"}, [], "error: line 2 of standard input is blank"),
+        ({}, ["--input", str(tmp_path / "latin1.txt")], "is not UTF-8 (line 2)"),
+        ({"stdin": "x\n"}, ["--output", str(tmp_path / "no" / "such" / "dir.npy")], "does not exist"),
+        ({"stdin": "x\n"}, ["--output", str(tmp_path)], "is a directory"),
+        ({"stdin": "\n\n"}, [], "error: no texts in standard input"),
+        ({"stdin": "word " * 8300}, ["--truncation", "error"], "--truncation truncate|chunk"),
+    ]
+    (tmp_path / "latin1.txt").write_bytes("fine\ncaf\xe9\n".encode("latin-1"))
+    for kwargs, extra, message in cases:
+        result = run("-m", "edge_embed.cli", "embed", "--model", model, *extra, **kwargs)
+        stderr = result.stderr.decode()
+        assert result.returncode == 1 and message in stderr and "Traceback" not in stderr, (extra, stderr)
+
+
+def test_truncation_warning_is_one_line(bundle):
+    result = run("-m", "edge_embed.cli", "embed", "--model", str(bundle("nomic-v15-tiny")), "--format", "jsonl",
+                 stdin="short\n" + "word " * 8300 + "\n")
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
+    assert stderr.startswith("warning: 1 of 2 texts were longer than") and "TruncationWarning" not in stderr, stderr
+
+
+def test_a_closed_pipe_ends_quietly(bundle):
+    proc = subprocess.Popen([sys.executable, "-m", "edge_embed.cli", "embed", "--model", str(bundle("nomic-v15-tiny")),
+                             "--format", "jsonl"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdin.write(("".join(f"text number {i}\n" for i in range(3000))).encode())  # ~4 MB of JSON out
+    proc.stdin.close()
+    assert proc.stdout.readline().startswith(b"[")
+    proc.stdout.close()  # like `| head -1`
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0 and "Traceback" not in stderr, stderr
 
 
 def test_bad_arguments_give_one_line_errors(bundle, tmp_path):
@@ -57,6 +102,16 @@ def test_info(bundle):
     out = result.stdout.decode()
     assert "nomic-embed-text-v2-moe" in out and "11..32" in out and "validation   fp32" in out
     assert re.search(r"model        int8: model.int8.onnx \([\d.]+ MB, dynamic scheme\)", out), out
+    assert "moe          sparse: top-2 of 8 experts" in out
+
+
+def test_info_flags_a_missing_model_file(copy_bundle):
+    target = copy_bundle()
+    (target / "model.int8.onnx").unlink()
+    result = run("-m", "edge_embed.cli", "info", str(target))
+    assert result.returncode == 0
+    out = result.stdout.decode()
+    assert re.search(r"model        int8: model.int8.onnx \(0.0 MB, .*MISSING: model.int8.onnx\)", out), out
 
 
 def test_python_m_export_writes_a_working_bundle(checkpoint, tmp_path):
@@ -75,3 +130,13 @@ def test_runtime_never_imports_torch(bundle):
     )
     result = run("-c", code)
     assert result.returncode == 0, result.stderr.decode()
+
+
+def test_eval_without_data_or_with_an_empty_folder_says_so(bundle, tmp_path):
+    model = str(bundle("nomic-v15-tiny"))
+    result = run("-m", "edge_embed.cli", "eval", "--model", model)
+    assert result.returncode == 1 and b"nothing to evaluate: pass --sts" in result.stderr
+    result = run("-m", "edge_embed.cli", "eval", "--model", model, "--retrieval", str(tmp_path))
+    stderr = result.stderr.decode()
+    assert result.returncode == 1 and "cannot read" in stderr and "corpus.jsonl" in stderr, stderr
+    assert "Traceback" not in stderr

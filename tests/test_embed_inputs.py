@@ -28,6 +28,8 @@ def test_empty_list_returns_an_empty_array(v15):
     (["ok", None], r"texts\[1\] is a NoneType"),
     ("a single string", r"wrap a single text as \[text\]"),
     (42, r"texts must be a list of strings"),
+    ({"a": 1}, r"not a dict; pass list\(...\)"),
+    ({"a", "b"}, r"not a set"),
 ])
 def test_bad_texts(v15, texts, message):
     with pytest.raises(InputError, match=message):
@@ -106,3 +108,45 @@ def test_unknown_precision_and_missing_provider(bundle):
 def test_max_length_option_is_checked(bundle):
     with pytest.raises(InputError, match="max_length must be an int from 8 to 8192"):
         Embedder(bundle(V15), max_length=9000)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"threads": "2"}, "threads must be a positive int or None"),
+    ({"threads": -3}, "threads must be a positive int or None"),
+    ({"batch_limits": {"max_tokens": 512}}, "batch_limits must be an edge_embed.BatchLimits"),
+])
+def test_bad_constructor_arguments(bundle, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        Embedder(bundle(V15), **kwargs)
+
+
+def test_bundle_must_be_a_path():
+    with pytest.raises(InputError, match="bundle must be a directory path"):
+        Embedder(None)
+
+
+def test_batch_limits_are_checked_where_they_are_made():
+    from edge_embed import BatchLimits
+
+    with pytest.raises(InputError, match="BatchLimits.max_batch_size must be a positive int, not 0"):
+        BatchLimits(max_batch_size=0)
+    with pytest.raises(InputError, match="batch_cost must be an int >= 0"):
+        BatchLimits(batch_cost=-1)
+
+
+def test_binary_must_be_a_bool(v15):
+    with pytest.raises(InputError, match="binary must be True or False, not 'yes'"):
+        v15.embed(["hi"], binary="yes")
+
+
+def test_non_finite_model_output_is_an_error_not_a_vector(bundle, tmp_path):
+    """A model that overflows (fp16 on a GPU, a damaged export) must not return NaN embeddings."""
+    from edge_embed import EdgeEmbedError
+
+    model = Embedder(bundle(V15), precision="fp32")
+    run = model._run
+    longest = lambda mask: mask.sum(axis=1, keepdims=True) == mask.sum(axis=1).max()  # noqa: E731
+    model._run = lambda ids, mask: run(ids, mask) * np.where(longest(mask), np.nan, 1.0)[:, :, None]
+    with pytest.raises(EdgeEmbedError, match=r"fp32 model gave NaN or infinite states for 1 of 2 texts "
+                                             r"\(first: texts\[1\]\); re-export the bundle"):
+        model.embed(["zebra", "a different first word"])

@@ -26,7 +26,7 @@ def test_truncate_warns_with_the_count(short_model):
 
 
 def test_error_mode_rejects_long_texts(short_model):
-    with pytest.raises(InputError, match=r"text 1 has \d+ tokens, more than the model's max length 48"):
+    with pytest.raises(InputError, match=r"texts\[1\] has \d+ tokens, more than the model's max length 48"):
         short_model.embed(["short", LONG], truncation="error")
 
 
