@@ -23,7 +23,8 @@ def read_texts(source: str) -> list[str]:
     except OSError as exc:
         raise EdgeEmbedError(f"cannot read texts from {source}: {exc.strerror}") from exc
     try:
-        lines = data.decode("utf-8-sig").splitlines()
+        # "\n" only: str.splitlines() would also split at form feeds (pdftotext's page breaks), U+2028...
+        lines = [line.removesuffix("\r") for line in data.decode("utf-8-sig").split("\n")]
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise EdgeEmbedError(f"{name} is not UTF-8 (line {line}); convert it first, "

@@ -1,6 +1,7 @@
 """Embedder: the public runtime API. Text -> tokens -> ORT session -> pooled -> post-processed."""
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Mapping, Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,7 @@ from edge_embed.batching import BatchLimits, pad, plan_batches
 from edge_embed.errors import BundleError, EdgeEmbedError, InputError, ProviderWarning, TruncationWarning
 from edge_embed.manifest import TASK_ALIASES, TOKENIZER_FILE, read_manifest, verify_files
 from edge_embed.pooling import binarize, matryoshka, mean_pool
-from edge_embed.progress import Progress
+from edge_embed.progress import Progress, is_terminal
 from edge_embed.session import (
     arena_shrinking_run,
     check_onnxruntime,
@@ -21,7 +22,7 @@ from edge_embed.session import (
     resolve_precision,
     resolve_providers,
 )
-from edge_embed.tokenize import TextTokenizer
+from edge_embed.tokenize import TRUNCATION_MODES, TextTokenizer
 
 POSTPROCESS_ROWS = 4096  # rows per Matryoshka block: bounds its float64 temporaries on large jobs
 
@@ -46,8 +47,10 @@ class Embedder:
     ):
         if not isinstance(bundle, (str, PathLike)):
             raise InputError(f"bundle must be a directory path (str or Path), not {type(bundle).__name__}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
+                                    or threads < 1):
             raise InputError(f"threads must be a positive int or None (onnxruntime's default), not {threads!r}")
+        threads = None if threads is None else int(threads)
         if batch_limits is not None and not isinstance(batch_limits, BatchLimits):
             raise InputError("batch_limits must be an edge_embed.BatchLimits, e.g. BatchLimits(max_tokens=4096), "
                              f"not {type(batch_limits).__name__}")
@@ -78,11 +81,16 @@ class Embedder:
             finally:
                 if checked is not None:
                     checked.result()
-        self._check_output(files[0])
+        self._check_io(files[0])
 
-    def _check_output(self, onnx_file: str) -> None:
-        """The model must give the states the manifest describes; an edited manifest would
-        otherwise fail inside numpy, or not at all."""
+    def _check_io(self, onnx_file: str) -> None:
+        """The model must take the inputs and give the states the manifest describes; an edited
+        manifest would otherwise fail inside onnxruntime or numpy, or not at all."""
+        inputs = sorted(i.name for i in self.session.get_inputs())
+        if inputs != sorted(self.manifest.input_names):
+            raise BundleError(f"{onnx_file} takes inputs {inputs}, the manifest says "
+                              f"{list(self.manifest.input_names)}; the manifest does not belong to this model, "
+                              "re-export the bundle")
         outputs = {o.name: o.shape for o in self.session.get_outputs()}
         shape = outputs.get(self.manifest.output_name)
         if shape is None:
@@ -111,9 +119,10 @@ class Embedder:
         limit = self.manifest.max_length
         if max_length is None:
             return limit
-        if not isinstance(max_length, int) or not 8 <= max_length <= limit:
+        if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) \
+                or not 8 <= max_length <= limit:
             raise InputError(f"max_length must be an int from 8 to {limit} for this model, not {max_length!r}")
-        return max_length
+        return int(max_length)
 
     @property
     def dims(self) -> tuple[int, int]:
@@ -182,6 +191,11 @@ class Embedder:
         prefix = self.prefix(task)
         if not isinstance(binary, (bool, np.bool_)):
             raise InputError(f"binary must be True or False, not {binary!r}")
+        if progress is not None and not isinstance(progress, (bool, np.bool_)):
+            raise InputError(f"progress must be True, False or None (a bar for long jobs on a terminal), "
+                             f"not {progress!r}")
+        if truncation not in TRUNCATION_MODES:
+            raise InputError(f"truncation must be one of {TRUNCATION_MODES}, not {truncation!r}")
         dim = self._check_dim(dim, binary)
         width = dim // 8 if binary else dim
         if not texts:
@@ -212,8 +226,12 @@ class Embedder:
         slot[encoded.chunked] = np.arange(len(encoded.chunked))
         sums = np.zeros((len(encoded.chunked), self.manifest.hidden_size), dtype=np.float64)
         counts = np.zeros(len(encoded.chunked), dtype=np.float64)
-        enabled = progress if progress is not None else (sum(lengths) > 100_000 or None)
-        with Progress(len(lengths), "embedding", enabled=enabled) as bar:
+        # A library stays quiet unless asked: by default the bar is drawn only for long jobs
+        # (100k tokens, about a minute on a laptop CPU) and only on a terminal. It counts tokens,
+        # not texts: the longest texts run first, so a count of texts would give a wrong ETA.
+        total = sum(lengths)
+        enabled = progress if progress is not None else (total > 100_000 and is_terminal(sys.stderr))
+        with Progress(total, "embedding (tokens)", enabled=enabled) as bar:
             for batch in plan_batches(lengths, self.batch_limits):
                 ids, mask = pad([encoded.sequences[i] for i in batch], self.manifest.pad_token_id)
                 pooled = mean_pool(self._run(ids, mask), mask)
@@ -223,7 +241,7 @@ class Embedder:
                 weights = mask.sum(axis=1)[~whole]
                 np.add.at(sums, slots[~whole], pooled[~whole] * weights[:, None])
                 np.add.at(counts, slots[~whole], weights)
-                bar.update(len(batch))
+                bar.update(int(mask.sum()))
         out[encoded.chunked] = sums / counts[:, None]
         broken = np.flatnonzero(~np.isfinite(out).all(axis=1))
         if broken.size:  # e.g. an fp16 overflow on a GPU: never hand back NaN vectors as embeddings
@@ -235,7 +253,7 @@ class Embedder:
         return out
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        feeds = {"input_ids": ids, "attention_mask": mask}
+        feeds = dict(zip(self.manifest.input_names, (ids, mask)))  # the exporter writes ids, then mask
         over_budget = ids.size > self.batch_limits.max_tokens  # one text longer than the batch budget
         try:
             return self.session.run([self.manifest.output_name], feeds, self._shrink_arena if over_budget else None)[0]

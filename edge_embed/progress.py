@@ -24,7 +24,7 @@ _TTY_REDRAW_S = 0.1  # redraw at most 10 times a second: drawing is not free
 _LOG_EVERY_S = 10.0  # on a non-terminal, one line every 10 s at most
 
 
-def _isatty(stream: TextIO | None) -> bool:
+def is_terminal(stream: TextIO | None) -> bool:
     try:
         return stream is not None and stream.isatty()
     except (AttributeError, ValueError, OSError):  # closed or odd stream objects
@@ -58,7 +58,7 @@ class Progress:
         self.label = label
         self.done = 0
         self._stream = sys.stderr if stream is None else stream
-        self._tty = _isatty(self._stream)
+        self._tty = is_terminal(self._stream)
         if enabled is None:
             enabled = self._tty or self.total >= LARGE_TOTAL
         self.enabled = bool(enabled) and self._stream is not None

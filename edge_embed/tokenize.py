@@ -12,6 +12,17 @@ from edge_embed.errors import BundleError, InputError
 
 TRUNCATION_MODES = ("truncate", "error", "chunk")
 ENCODE_BLOCK = 2048  # texts per encode_batch call
+HEAD_CHARS_PER_TOKEN = 32  # no tokenizer here makes a token of more characters, whitespace aside
+
+
+def _unencodable(texts: list[str], start: int) -> str:
+    for offset, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (f"texts[{start + offset}] is not valid Unicode ({exc.reason} at character {exc.start}); "
+                    "decode your input with errors='replace'")
+    return f"the tokenizer could not take texts[{start}:{start + len(texts)}]"
 
 
 @dataclass
@@ -53,25 +64,47 @@ class TextTokenizer:
             self._prefix_ids[prefix] = self._split(self.tokenizer.encode(prefix.rstrip()))[1] if prefix else []
         return self._prefix_ids[prefix]
 
-    def _encodings(self, texts: list[str], prefix: str):
-        """(index, tokenizers.Encoding) for every text, made ENCODE_BLOCK texts at a time: an Encoding
-        holds ~3 KB (tokens, offsets, masks), so encoding 100k texts at once would hold 300 MB."""
+    def _encodings(self, texts: list[str], prefix: str, whole: bool):
+        """(index, tokenizers.Encoding, whether it covers only the text's head) for every text, made
+        ENCODE_BLOCK texts at a time: an Encoding holds ~3 KB (tokens, offsets, masks), so encoding
+        100k texts at once would hold 300 MB. Unless `whole`, a text far longer than max_length
+        tokens is encoded from its head only."""
         for start in range(0, len(texts), ENCODE_BLOCK):
-            block = self.tokenizer.encode_batch([prefix + text for text in texts[start : start + ENCODE_BLOCK]])
-            yield from enumerate(block, start)
+            block = texts[start : start + ENCODE_BLOCK]
+            heads = [text if whole else self._head(text) for text in block]
+            try:
+                encodings = self.tokenizer.encode_batch([prefix + text for text in heads])
+            except TypeError:  # tokenizers' message names no text: find the one it could not take
+                raise InputError(_unencodable(block, start)) from None
+            for offset, (text, head, encoding) in enumerate(zip(block, heads, encodings)):
+                partial = head is not text
+                if partial and len(encoding.ids) <= self.max_length:
+                    encoding, partial = self.tokenizer.encode(prefix + text), False  # mostly whitespace
+                yield start + offset, encoding, partial
 
+    def _head(self, text: str) -> str:
+        """The text cut at a whitespace after HEAD_CHARS_PER_TOKEN x max_length characters, or the text.
+
+        Truncation keeps the first max_length tokens, and words before a whitespace cut tokenize as
+        they do in the whole text, so a 10 MB document costs the tokens it keeps, not 3 million."""
+        limit = self.max_length * HEAD_CHARS_PER_TOKEN
+        if len(text) <= limit:
+            return text
+        cut = next((i for i in range(limit, min(len(text), limit + 1024)) if text[i].isspace()), None)
+        return text[:cut] if cut else text  # no whitespace near the limit: keep the text whole
     def encode(self, texts: list[str], prefix: str = "", truncation: str = "truncate") -> Encoded:
         if truncation not in TRUNCATION_MODES:
             raise InputError(f"truncation must be one of {TRUNCATION_MODES}, not {truncation!r}")
         sequences, owner, truncated, chunked = [], [], [], []
-        for index, encoding in self._encodings(texts, prefix):
+        for index, encoding, partial in self._encodings(texts, prefix, whole=truncation == "chunk"):
             if len(encoding.ids) <= self.max_length:
                 sequences.append(np.asarray(encoding.ids, dtype=np.int64))
                 owner.append(index)
                 continue
             if truncation == "error":
                 raise InputError(
-                    f"texts[{index}] has {len(encoding.ids)} tokens, more than the model's max length "
+                    f"texts[{index}] has {'over ' if partial else ''}{len(encoding.ids)} tokens, more than the "
+                    "model's max length "
                     f"{self.max_length}; shorten it, or pass truncation='truncate' or 'chunk' "
                     "(edge-embed embed: --truncation truncate|chunk)"
                 )
@@ -88,8 +121,12 @@ class TextTokenizer:
                 kept = []
             body = content[len(kept):]
             window = room - len(kept)
-            step = max(window - self.chunk_overlap, 1)
-            for start in range(0, max(len(body) - self.chunk_overlap, 1), step):
+            if window < 1:
+                raise InputError(f"max_length {self.max_length} leaves no room for text after the special tokens "
+                                 "and the task prefix; use a larger max_length to chunk")
+            overlap = min(self.chunk_overlap, window // 2)  # small windows: every window still moves on
+            step = window - overlap
+            for start in range(0, max(len(body) - overlap, 1), step):
                 piece = head + kept + body[start : start + window] + tail
                 sequences.append(np.asarray(piece, dtype=np.int64))
                 owner.append(index)

@@ -90,6 +90,7 @@ def test_incomplete_manifest(copy_bundle):
     (lambda d: d.update(max_length=0), "max_length 0 is below 8 tokens"),
     (lambda d: d["files"].pop("model.int8.onnx"), "no checksum for model.int8.onnx"),
     (lambda d: d.update(output="pooled"), "has no output 'pooled'"),
+    (lambda d: d.update(inputs=["input_ids", "token_type_ids"]), "takes inputs ['attention_mask', 'input_ids']"),
 ])
 def test_edited_manifest_is_caught_at_load(copy_bundle, change, message):
     target = copy_bundle()

@@ -42,6 +42,15 @@ def test_embed_binary_jsonl_from_a_file(bundle, tmp_path):
     assert len(rows) == 2 and all(len(r) == 4 for r in rows)  # trailing blank lines ignored; 32 bits = 4 bytes
 
 
+def test_rows_are_lines_whatever_else_the_lines_hold(bundle):
+    """Only newlines end a text: form feeds (pdftotext page breaks), U+2028 and a lone CR do not."""
+    lines = ["first line", "second\x0cpage two", "third \u2028 sep", "fourth\rcarriage", "fifth\x1ddoc"]
+    result = run("-m", "edge_embed.cli", "embed", "--model", str(bundle("nomic-v15-tiny")),
+                 stdin="\r\n".join(lines) + "\r\n")
+    assert result.returncode == 0, result.stderr.decode()
+    assert np.load(io.BytesIO(result.stdout)).shape == (5, 64)
+
+
 def test_npy_goes_to_exactly_the_file_named(bundle, tmp_path):
     out = tmp_path / "vectors.bin"
     result = run("-m", "edge_embed.cli", "embed", "--model", str(bundle("nomic-v15-tiny")), "--output", str(out),

@@ -30,6 +30,7 @@ def test_empty_list_returns_an_empty_array(v15):
     (42, r"texts must be a list of strings"),
     ({"a": 1}, r"not a dict; pass list\(...\)"),
     ({"a", "b"}, r"not a set"),
+    (["ok", "abc\ud800def"], r"texts\[1\] is not valid Unicode \(surrogates not allowed at character 3\)"),
 ])
 def test_bad_texts(v15, texts, message):
     with pytest.raises(InputError, match=message):
@@ -120,6 +121,11 @@ def test_bad_constructor_arguments(bundle, kwargs, message):
         Embedder(bundle(V15), **kwargs)
 
 
+def test_numpy_ints_are_ints(bundle):
+    model = Embedder(bundle(V15), threads=np.int64(1), max_length=np.int64(32))
+    assert model.max_length == 32 and model.embed(["numpy"], dim=np.int64(16)).shape == (1, 16)
+
+
 def test_bundle_must_be_a_path():
     with pytest.raises(InputError, match="bundle must be a directory path"):
         Embedder(None)
@@ -150,3 +156,20 @@ def test_non_finite_model_output_is_an_error_not_a_vector(bundle, tmp_path):
     with pytest.raises(EdgeEmbedError, match=r"fp32 model gave NaN or infinite states for 1 of 2 texts "
                                              r"\(first: texts\[1\]\); re-export the bundle"):
         model.embed(["zebra", "a different first word"])
+
+
+def test_progress_is_quiet_by_default_even_on_a_terminal(v15, monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr("sys.stderr", screen)
+    v15.embed(["a short query"] * 20)
+    assert screen.getvalue() == ""  # a few hundred tokens: no bar
+    v15.embed(["a short query"] * 20, progress=True)
+    assert "embedding (tokens) [" in screen.getvalue() and "100/100 100%" in screen.getvalue()  # 20 x 5 tokens
+    with pytest.raises(InputError, match="progress must be True, False or None"):
+        v15.embed(["x"], progress="yes")

@@ -90,3 +90,33 @@ def test_a_text_longer_than_the_batch_budget_leaves_no_arena_behind(bundle):
     before, after, peak = (float(x) for x in result.stdout.split())
     assert peak - before > 20  # the long text did need the memory
     assert after - before < 0.5 * (peak - before)
+
+
+@pytest.mark.parametrize("name", [NAME, "nomic-v2moe-tiny"])
+def test_a_huge_text_is_cut_from_its_head_with_the_tokens_of_the_whole(bundle, name):
+    """Truncation keeps max_length tokens; tokenizing only the head gives exactly those tokens."""
+    model = Embedder(bundle(name), precision="fp32", max_length=48)
+    tokenizer = model.tokenizer.tokenizer
+    words = " ".join(f"wörd{i % 97} naïve, 東京 text" for i in range(3000))  # ~90k characters
+    spaced = "start" + " " * 5000 + words  # whitespace makes no tokens: the head alone is too short
+    for text in (words, spaced):
+        prefix = model.prefix("search_document")
+        got = model.tokenizer.encode([text], prefix, "truncate").sequences[0].tolist()
+        full = tokenizer.encode(prefix + text).ids
+        assert len(full) > 5000 and got[:-1] == full[:47] and got[-1] == full[-1]
+    with pytest.raises(InputError, match=r"texts\[0\] has over \d+ tokens, more than the model's max length 48"):
+        model.embed([words], truncation="error")
+
+
+def test_small_windows_still_cover_the_whole_text(bundle):
+    """With max_length 12 the window (12 - 2 specials - 4 prefix tokens) is smaller than the overlap."""
+    model = Embedder(bundle(NAME), precision="fp32", max_length=12)
+    prefix = model.prefix("search_document")
+    text = "alpha " * 20 + "cat dog house tree river"
+    encoded = model.tokenizer.encode([text], prefix, "chunk")
+    kept = len(model.tokenizer.prefix_ids(prefix))
+    body = model.tokenizer.tokenizer.encode(text).ids[1:-1]
+    last = encoded.sequences[-1][1 + kept : -1].tolist()
+    assert len(encoded.sequences) > 5 and body[-len(last):] == last  # the last window ends where the text does
+    a, b = model.embed([text, text.replace("river", "ocean")], task="search_document", truncation="chunk")
+    assert np.abs(a - b).max() > 1e-4  # the last word reaches the model
