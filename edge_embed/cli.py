@@ -15,8 +15,8 @@ from edge_embed.errors import EdgeEmbedError
 
 def read_texts(source: str) -> list[str]:
     """One text per line from a UTF-8 file, or from stdin when source is '-'. Row i of the output
-    is line i + 1, so a blank line inside the input is an error, not a skipped row; blank lines at
-    the end are ignored."""
+    is line i (both counted from 1), so a blank line inside the input is an error, not a skipped
+    row; blank lines at the end are ignored."""
     name = "standard input" if source == "-" else source
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()

@@ -151,3 +151,18 @@ def test_nan_figures_fail_validation():
     assert validate.verdict({"fp32": good, "int8": {"max_abs": float("nan"), "min_cosine": 0.5}}) \
         == "int8 gave NaN or infinite embeddings"
     assert "fp32 max-abs 0.01" in validate.verdict({"fp32": {"max_abs": 0.01, "min_cosine": 0.99}})
+
+
+def test_a_model_that_overflows_writes_no_bundle(checkpoint, tmp_path):
+    """Finite weights, infinite activations: the runtime refuses the NaN states and the export stops."""
+    from safetensors.numpy import load_file
+
+    target = tmp_path / "ckpt"
+    shutil.copytree(checkpoint("nomic-v15-tiny"), target)
+    tensors = load_file(str(target / "model.safetensors"))
+    tensors["encoder.layers.0.mlp.fc2.weight"] *= 1e37
+    save_file(tensors, str(target / "model.safetensors"), metadata={"format": "pt"})
+    out = tmp_path / "bundle"
+    with pytest.raises(ValidationError, match="no bundle written: fp32 gave NaN or infinite embeddings"):
+        export_bundle(str(target), out, ExportOptions(int8=False))
+    assert not any(out.iterdir())
