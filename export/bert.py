@@ -33,6 +33,9 @@ class BertConfig:
             raise CheckpointError(f"hidden_act {cfg['hidden_act']!r} is not supported (gelu only)")
         if cfg.get("position_embedding_type", "absolute") != "absolute":
             raise CheckpointError("only absolute position embeddings are supported")
+        if cfg.get("is_decoder") or cfg.get("add_cross_attention"):
+            raise CheckpointError("config.json makes this BERT a decoder (is_decoder / add_cross_attention); "
+                                  "edge-embed exports bidirectional encoders only")
         return cls(
             vocab_size=cfg["vocab_size"],
             hidden_size=cfg["hidden_size"],

@@ -87,8 +87,9 @@ def load_state_dict(src: Path) -> dict[str, torch.Tensor]:
 def strip_and_check(
     tensors: dict[str, torch.Tensor],
     expected: dict[str, tuple[int, ...]],
-    optional_prefixes: tuple[str, ...] = ("bert.",),
-    ignored: tuple[str, ...] = ("pooler.", "embeddings.position_ids"),
+    optional_prefixes: tuple[str, ...] = ("bert.", "model."),
+    # pretraining heads (MaskedLM / ForPreTraining checkpoints): Hugging Face's AutoModel drops them too
+    ignored: tuple[str, ...] = ("pooler.", "embeddings.position_ids", "cls.", "lm_head.", "mlm."),
 ) -> dict[str, torch.Tensor]:
     """Map checkpoint keys onto `expected`, failing on any missing, unexpected or misshapen key."""
     renamed: dict[str, torch.Tensor] = {}
@@ -113,9 +114,11 @@ def strip_and_check(
                 f"{key} has shape {tuple(renamed[key].shape)}, config implies {tuple(expected[key])}"
             )
     if problems:
-        raise CheckpointError(
-            "checkpoint does not match its config.json: " + "; ".join(problems)
-        )
+        hint = ("; no key has the expected names: is this a checkpoint of another architecture, or are its keys "
+                "under a prefix other than 'bert.' or 'model.'?") if not set(expected) & set(renamed) else ""
+        problems = [p if len(p) < 2000 else p[:2000] + " ..." for p in problems]
+        raise CheckpointError("checkpoint keys do not match what its config.json describes: "
+                              + "; ".join(problems) + hint)
     tensors = {key: value.float() for key, value in renamed.items()}
     broken = [key for key, value in sorted(tensors.items()) if not torch.isfinite(value).all()]
     if broken:  # they would give NaN embeddings (or a quantizer failure) far from the cause

@@ -54,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     except EdgeEmbedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the bundle is staged aside and moved in last: nothing half-written
+        print(f"interrupted: {args.out} holds what it held before", file=sys.stderr)
+        return 130
     print(f"bundle written to {args.out}")
     return 0
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -24,6 +25,8 @@ from export.onnx_export import INPUTS, OUTPUT, export_fp32
 from export.quantize import quantize_int8
 from export.validate import ValidationError, validate_bundle
 
+STAGING_PREFIX = ".edge-embed-staging-"  # inside the bundle directory, so the final moves are renames
+
 
 @dataclass
 class ExportOptions:
@@ -42,10 +45,50 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def copy_tokenizer(src: Path, out: Path) -> None:
+def check_tokenizer(src: Path, embedding_rows: int) -> None:
+    """The tokenizer must exist and fit the embedding table: an id past its end would fail inside
+    onnxruntime, and only on the texts that produce it."""
+    from tokenizers import Tokenizer
+
     path = src / TOKENIZER_FILE
     if not path.exists():
         raise CheckpointError(f"{src} has no {TOKENIZER_FILE}; save the fast tokenizer there first")
+    size = Tokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
+    if size > embedding_rows:
+        raise CheckpointError(f"{TOKENIZER_FILE} has {size} tokens but the model's embedding table has "
+                              f"{embedding_rows} rows: the tokenizer belongs to another model")
+
+
+def prepare_output(out: Path) -> bool:
+    """Check and create the bundle directory before any work; clear staging folders that a killed
+    export left there. Returns whether the directory was created here."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; name a directory for the bundle")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the bundle directory {out}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InputError(f"the bundle directory {out} is not writable")
+    for leftover in out.glob(STAGING_PREFIX + "*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return created
+
+
+def install_bundle(staging: Path, out: Path, files: dict[str, str]) -> None:
+    """Move the staged bundle into `out`, then remove the model files of an earlier bundle there
+    that this one does not list (they would sit beside it, unchecked)."""
+    for path in staging.iterdir():
+        shutil.move(str(path), out / path.name)
+    for path in out.glob("model.*.onnx*"):
+        if path.name not in files:
+            path.unlink()
+            log(f"[export] removed {path.name}, left by an earlier bundle in {out}")
+
+
+def copy_tokenizer(src: Path, out: Path) -> None:
+    path = src / TOKENIZER_FILE
     data = json.loads(path.read_text(encoding="utf-8"))
     data["padding"] = None  # the runtime pads and truncates itself
     data["truncation"] = None
@@ -94,12 +137,22 @@ def export_bundle(src: str, out: Path, options: ExportOptions | None = None) -> 
         config = {**config, "rotary_scaling_factor": options.rotary_scaling_factor}
     family = families.detect_family(config)
     check_options(options, family, config)
+    families.check_sentence_transformers(source)
+    out = Path(out)
+    created = prepare_output(out)
+    try:
+        return _export(source, out, config, family, options)
+    except BaseException:  # also Ctrl-C: no empty directory left where none was
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
+def _export(source: Path, out: Path, config: dict, family: families.Family, options: ExportOptions) -> dict:
     log(f"[export] {source} -> {out} ({family.name})")
     model = family.build(config, load_state_dict(source), options.moe)
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out) as tmp:
+    check_tokenizer(source, _vocab_size(model))
+    with tempfile.TemporaryDirectory(dir=out, prefix=STAGING_PREFIX) as tmp:
         staging = Path(tmp)
         copy_tokenizer(source, staging)
         models = {"fp32": export_fp32(model, staging / "model.fp32.onnx", _vocab_size(model))}
@@ -118,8 +171,7 @@ def export_bundle(src: str, out: Path, options: ExportOptions | None = None) -> 
             raise ValidationError(f"fp32 parity check failed, no bundle written: {report['failed']}; "
                                   f"figures: {json.dumps(report['precisions'])}")
         (staging / "validation.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        for path in staging.iterdir():
-            shutil.move(str(path), out / path.name)
+        install_bundle(staging, out, manifest.files)
     return report
 
 

@@ -108,10 +108,11 @@ def onnx_routes(path, embedder: Embedder, texts: list[str]) -> list[list[np.ndar
 
 def routing_agreement(reference: list, candidate: list) -> dict:
     """Fraction of (token, MoE layer) pairs whose chosen expert set is the same."""
-    same = total = 0
+    same = total = k = 0
     per_layer: dict[int, list[int]] = {}
     for ref_layers, cand_layers in zip(reference, candidate):
         for layer, (ref, cand) in enumerate(zip(ref_layers, cand_layers)):
+            k = ref.shape[-1]
             equal = (ref == cand).all(axis=-1)
             counts = per_layer.setdefault(layer, [0, 0])
             counts[0] += int(equal.sum())
@@ -119,7 +120,8 @@ def routing_agreement(reference: list, candidate: list) -> dict:
             same += int(equal.sum())
             total += equal.size
     return {
-        "top2_agreement": same / total if total else None,
+        "top_k": k,
+        "top2_agreement": same / total if total else None,  # the key predates top_k: same chosen set, any k
         "per_layer": [s / t for s, t in per_layer.values()],
         "tokens": total // max(len(per_layer), 1),
     }
@@ -179,5 +181,6 @@ def _line(figures: dict) -> str:
     text = (f"max-abs {figures['max_abs']:.2e}, min cosine {figures['min_cosine']:.6f}, "
             f"mean cosine {figures['mean_cosine']:.6f}")
     if "routing" in figures:
-        text += f", top-2 routing agreement {figures['routing']['top2_agreement']:.4f}"
+        routing = figures["routing"]
+        text += f", top-{routing.get('top_k', 2)} routing agreement {routing['top2_agreement']:.4f}"
     return text

@@ -130,3 +130,13 @@ def test_rotary_base_from_a_native_transformers_config(editable):
     assert NomicConfig.from_hf(config).rotary_base == expected
     config["rope_parameters"]["rope_theta"] = 500.0
     assert NomicConfig.from_hf(config).rotary_base == 500.0
+
+
+def test_a_decoder_bert_is_refused():
+    from export.bert import BertConfig
+
+    config = {"hidden_size": 32, "num_attention_heads": 2, "num_hidden_layers": 1, "intermediate_size": 64,
+              "vocab_size": 100, "max_position_embeddings": 64}
+    assert BertConfig.from_hf(config).hidden_size == 32
+    with pytest.raises(CheckpointError, match="makes this BERT a decoder"):
+        BertConfig.from_hf({**config, "is_decoder": True})

@@ -51,7 +51,7 @@ def test_failed_validation_writes_no_bundle(checkpoint, tmp_path, monkeypatch):
     out = tmp_path / "bundle"
     with pytest.raises(ValidationError, match="fp32 parity check failed, no bundle written"):
         export_bundle(str(checkpoint("nomic-v15-tiny")), out, ExportOptions(int8=False))
-    assert not any(out.iterdir())
+    assert not out.exists()  # created for the export, removed when it failed
 
 
 def test_rotary_scaling_factor_option_is_recorded(checkpoint, tmp_path):
@@ -165,4 +165,68 @@ def test_a_model_that_overflows_writes_no_bundle(checkpoint, tmp_path):
     out = tmp_path / "bundle"
     with pytest.raises(ValidationError, match="no bundle written: fp32 gave NaN or infinite embeddings"):
         export_bundle(str(target), out, ExportOptions(int8=False))
-    assert not any(out.iterdir())
+    assert not out.exists()  # created for the export, removed when it failed
+
+
+def _variant(checkpoint, tmp_path, name="nomic-v15-tiny"):
+    target = tmp_path / "ckpt"
+    shutil.copytree(checkpoint(name), target)
+    return target
+
+
+@pytest.mark.parametrize("pooling, message", [
+    ({"pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True}, "pools with pooling_mode_cls_token"),
+    ({"include_prompt": False}, "leaves the prompt out of the mean"),
+])
+def test_sentence_transformers_pooling_other_than_mean_is_refused(checkpoint, tmp_path, pooling, message):
+    source = _variant(checkpoint, tmp_path)
+    path = source / "1_Pooling" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **pooling}))
+    with pytest.raises(CheckpointError, match=message):
+        export_bundle(str(source), tmp_path / "bundle")
+
+
+def test_a_dense_module_is_refused(checkpoint, tmp_path):
+    source = _variant(checkpoint, tmp_path)
+    modules = json.loads((source / "modules.json").read_text())
+    modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+    (source / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(CheckpointError, match=r"adds a sentence_transformers.models.Dense module \(2_Dense/\)"):
+        export_bundle(str(source), tmp_path / "bundle")
+
+
+def test_a_tokenizer_bigger_than_the_embedding_table_is_refused(checkpoint, tmp_path):
+    source = _variant(checkpoint, tmp_path)
+    shutil.copy(checkpoint("nomic-v2moe-tiny") / "tokenizer.json", source / "tokenizer.json")  # 250k pieces
+    with pytest.raises(CheckpointError, match=r"tokenizer.json has \d+ tokens but the model's embedding table has "
+                                              r"30528 rows"):
+        export_bundle(str(source), tmp_path / "bundle")
+
+
+def test_pretraining_heads_and_a_model_prefix_are_tolerated(checkpoint, tmp_path):
+    from safetensors.numpy import load_file
+
+    source = _variant(checkpoint, tmp_path)
+    tensors = {f"model.{k}": v for k, v in load_file(str(source / "model.safetensors")).items()}
+    tensors["cls.predictions.bias"] = tensors["model.emb_ln.bias"][:8].copy()
+    save_file(tensors, str(source / "model.safetensors"), metadata={"format": "pt"})
+    report = export_bundle(str(source), tmp_path / "bundle", ExportOptions(int8=False))
+    assert report["precisions"]["fp32"]["max_abs"] < 1e-5
+
+
+def test_output_path_problems_are_found_before_the_weights_load(checkpoint, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a file; name a directory"):
+        export_bundle(str(checkpoint("nomic-v15-tiny")), tmp_path / "file")
+    with pytest.raises(InputError, match="cannot create the bundle directory"):
+        export_bundle(str(checkpoint("nomic-v15-tiny")), tmp_path / "file" / "sub")
+
+
+def test_reexport_into_the_same_directory_leaves_no_stale_files(checkpoint, tmp_path):
+    out = tmp_path / "bundle"
+    export_bundle(str(checkpoint("nomic-v15-tiny")), out, ExportOptions(fp16=True))
+    (out / ".edge-embed-staging-killed").mkdir()  # what an export killed mid-way leaves
+    export_bundle(str(checkpoint("nomic-v2moe-tiny")), out, ExportOptions(int8=False))
+    assert sorted(p.name for p in out.iterdir()) == ["edge_embed.json", "model.fp32.onnx", "tokenizer.json",
+                                                     "validation.json"]
+    assert Embedder(out).manifest.family == "nomic-embed-text-v2-moe"
