@@ -25,12 +25,11 @@ class BatchLimits:
     batch_cost: int = 16  # the fixed cost of one more batch, in tokens' worth of compute
 
     def __post_init__(self):
-        for name in ("max_tokens", "max_attention_cells", "max_batch_size"):
+        for name, least in (("max_tokens", 1), ("max_attention_cells", 1), ("max_batch_size", 1), ("batch_cost", 0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"BatchLimits.{name} must be a positive int, not {value!r}")
-        if isinstance(self.batch_cost, bool) or not isinstance(self.batch_cost, int) or self.batch_cost < 0:
-            raise InputError(f"BatchLimits.batch_cost must be an int >= 0, not {self.batch_cost!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                raise InputError(f"BatchLimits.{name} must be an int >= {least}, not {value!r}")
+            object.__setattr__(self, name, int(value))  # numpy ints in, plain ints kept (frozen dataclass)
 
     @classmethod
     def for_provider(cls, provider: str) -> BatchLimits:

@@ -23,12 +23,15 @@ def read_texts(source: str) -> list[str]:
     except OSError as exc:
         raise EdgeEmbedError(f"cannot read texts from {source}: {exc.strerror}") from exc
     try:
-        # "\n" only: str.splitlines() would also split at form feeds (pdftotext's page breaks), U+2028...
-        lines = [line.removesuffix("\r") for line in data.decode("utf-8-sig").split("\n")]
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise EdgeEmbedError(f"{name} is not UTF-8 (line {line}); convert it first, "
                              f"e.g. iconv -f latin1 -t utf-8") from None
+    if "\n" not in text:  # classic Mac line ends
+        text = text.replace("\r", "\n")
+    # "\n" only: str.splitlines() would also split at form feeds (pdftotext's page breaks), U+2028...
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     while lines and not lines[-1].strip():
         lines.pop()
     for number, line in enumerate(lines, start=1):

@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from edge_embed.batching import BatchLimits, pad, plan_batches
-from edge_embed.errors import BundleError, EdgeEmbedError, InputError, ProviderWarning, TruncationWarning
+from edge_embed.errors import (
+    BundleError,
+    EdgeEmbedError,
+    InputError,
+    NonFiniteError,
+    ProviderWarning,
+    TruncationWarning,
+)
 from edge_embed.manifest import TASK_ALIASES, TOKENIZER_FILE, read_manifest, verify_files
 from edge_embed.pooling import binarize, matryoshka, mean_pool
 from edge_embed.progress import Progress, is_terminal
@@ -87,7 +94,7 @@ class Embedder:
         """The model must take the inputs and give the states the manifest describes; an edited
         manifest would otherwise fail inside onnxruntime or numpy, or not at all."""
         inputs = sorted(i.name for i in self.session.get_inputs())
-        if inputs != sorted(self.manifest.input_names):
+        if inputs != sorted(self.manifest.input_names) or inputs != ["attention_mask", "input_ids"]:
             raise BundleError(f"{onnx_file} takes inputs {inputs}, the manifest says "
                               f"{list(self.manifest.input_names)}; the manifest does not belong to this model, "
                               "re-export the bundle")
@@ -245,7 +252,7 @@ class Embedder:
         out[encoded.chunked] = sums / counts[:, None]
         broken = np.flatnonzero(~np.isfinite(out).all(axis=1))
         if broken.size:  # e.g. an fp16 overflow on a GPU: never hand back NaN vectors as embeddings
-            raise EdgeEmbedError(
+            raise NonFiniteError(
                 f"the {self.precision} model gave NaN or infinite states for {broken.size} of {len(texts)} texts "
                 f"(first: texts[{broken[0]}]); "
                 + ("re-export the bundle" if self.precision == "fp32" else "use precision='fp32'")
@@ -253,7 +260,7 @@ class Embedder:
         return out
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        feeds = dict(zip(self.manifest.input_names, (ids, mask)))  # the exporter writes ids, then mask
+        feeds = {"input_ids": ids, "attention_mask": mask}  # by name: _check_io made sure the model has these
         over_budget = ids.size > self.batch_limits.max_tokens  # one text longer than the batch budget
         try:
             return self.session.run([self.manifest.output_name], feeds, self._shrink_arena if over_budget else None)[0]

@@ -13,6 +13,10 @@ class InputError(EdgeEmbedError, ValueError):
     """Bad arguments to embed(): texts, task, dim, precision, providers."""
 
 
+class NonFiniteError(EdgeEmbedError):
+    """The model produced NaN or infinite states (an fp16 overflow, a damaged export)."""
+
+
 class TruncationWarning(UserWarning):
     """Some texts were longer than the model's max length and were cut; `count` says how many."""
 

@@ -2,6 +2,7 @@
 what to do with texts longer than the model's max length (truncate, reject or chunk)."""
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,13 @@ from edge_embed.errors import BundleError, InputError
 TRUNCATION_MODES = ("truncate", "error", "chunk")
 ENCODE_BLOCK = 2048  # texts per encode_batch call
 HEAD_CHARS_PER_TOKEN = 32  # no tokenizer here makes a token of more characters, whitespace aside
+
+
+def _splits_words(char: str) -> bool:
+    """Whitespace that every tokenizer here splits words at. Not control characters that merely
+    count as whitespace (form feed, \x1c-\x1f, \x85): BERT's normalizer deletes those and joins
+    the words around them."""
+    return char in " \t\n\r" or unicodedata.category(char) == "Zs"
 
 
 def _unencodable(texts: list[str], start: int) -> str:
@@ -90,7 +98,7 @@ class TextTokenizer:
         limit = self.max_length * HEAD_CHARS_PER_TOKEN
         if len(text) <= limit:
             return text
-        cut = next((i for i in range(limit, min(len(text), limit + 1024)) if text[i].isspace()), None)
+        cut = next((i for i in range(limit, min(len(text), limit + 1024)) if _splits_words(text[i])), None)
         return text[:cut] if cut else text  # no whitespace near the limit: keep the text whole
     def encode(self, texts: list[str], prefix: str = "", truncation: str = "truncate") -> Encoded:
         if truncation not in TRUNCATION_MODES:

@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     except EdgeEmbedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # the bundle is staged aside and moved in last: nothing half-written
-        print(f"interrupted: {args.out} holds what it held before", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted before the export finished; run it again", file=sys.stderr)
         return 130
     print(f"bundle written to {args.out}")
     return 0

@@ -12,7 +12,7 @@ import torch
 
 from edge_embed import Embedder
 from edge_embed.batching import pad
-from edge_embed.errors import EdgeEmbedError
+from edge_embed.errors import EdgeEmbedError, NonFiniteError
 from edge_embed.manifest import read_manifest
 from edge_embed.pooling import matryoshka, mean_pool
 
@@ -147,7 +147,7 @@ def validate_bundle(model, bundle, config: dict) -> dict:
             expected = matryoshka(pooled_ref, mat.max_dim, mat.layer_norm, mat.layer_norm_eps)
         try:
             got = embedder.embed(texts)
-        except EdgeEmbedError as exc:  # the runtime refuses to return NaN states: report them as NaN
+        except NonFiniteError as exc:  # the runtime refuses to return NaN states: report them as NaN
             print(f"[validate] {precision}: {exc}", flush=True)
             got = np.full_like(expected, np.nan)
         figures = compare(expected, got)

@@ -152,3 +152,11 @@ def test_onnxruntime_versions_compare_by_release():
     for older in ("1.27.0", "1.9.0", "1.25.0.dev20260417008"):
         with pytest.raises(BundleError, match=f"this is onnxruntime {re.escape(older)}"):
             check_onnxruntime(need, "int8", installed=older)
+
+
+def test_the_order_of_inputs_in_the_manifest_does_not_matter(copy_bundle, bundle):
+    target = copy_bundle()
+    _edit_manifest(target, lambda d: d["inputs"].reverse())
+    texts = ["the runtime feeds inputs by name", "so their order in the manifest is irrelevant"]
+    expected = Embedder(bundle("nomic-v15-tiny"), precision="fp32").embed(texts)
+    assert (Embedder(target, precision="fp32").embed(texts) == expected).all()

@@ -51,6 +51,12 @@ def test_rows_are_lines_whatever_else_the_lines_hold(bundle):
     assert np.load(io.BytesIO(result.stdout)).shape == (5, 64)
 
 
+def test_classic_mac_line_ends_are_lines(bundle):
+    result = run("-m", "edge_embed.cli", "embed", "--model", str(bundle("nomic-v15-tiny")), stdin="one\rtwo\rthree\r")
+    assert result.returncode == 0, result.stderr.decode()
+    assert np.load(io.BytesIO(result.stdout)).shape == (3, 64)
+
+
 def test_npy_goes_to_exactly_the_file_named(bundle, tmp_path):
     out = tmp_path / "vectors.bin"
     result = run("-m", "edge_embed.cli", "embed", "--model", str(bundle("nomic-v15-tiny")), "--output", str(out),

@@ -134,10 +134,12 @@ def test_bundle_must_be_a_path():
 def test_batch_limits_are_checked_where_they_are_made():
     from edge_embed import BatchLimits
 
-    with pytest.raises(InputError, match="BatchLimits.max_batch_size must be a positive int, not 0"):
+    with pytest.raises(InputError, match="BatchLimits.max_batch_size must be an int >= 1, not 0"):
         BatchLimits(max_batch_size=0)
     with pytest.raises(InputError, match="batch_cost must be an int >= 0"):
         BatchLimits(batch_cost=-1)
+    limits = BatchLimits(max_tokens=np.int64(4096))
+    assert limits.max_tokens == 4096 and type(limits.max_tokens) is int
 
 
 def test_binary_must_be_a_bool(v15):

@@ -49,7 +49,7 @@ def test_other_shapes_export_and_validate(checkpoint, tmp_path, name, changes, d
 def test_failed_validation_writes_no_bundle(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setattr(validate, "FP32_MAX_ABS", 0.0)  # any rounding at all now counts as drift
     out = tmp_path / "bundle"
-    with pytest.raises(ValidationError, match="fp32 parity check failed, no bundle written"):
+    with pytest.raises(ValidationError, match="validation failed, no bundle written: fp32 max-abs"):
         export_bundle(str(checkpoint("nomic-v15-tiny")), out, ExportOptions(int8=False))
     assert not out.exists()  # created for the export, removed when it failed
 
@@ -222,11 +222,22 @@ def test_output_path_problems_are_found_before_the_weights_load(checkpoint, tmp_
         export_bundle(str(checkpoint("nomic-v15-tiny")), tmp_path / "file" / "sub")
 
 
-def test_reexport_into_the_same_directory_leaves_no_stale_files(checkpoint, tmp_path):
+def test_reexport_replaces_the_earlier_bundle_and_nothing_else(checkpoint, tmp_path):
+    import os
+    import subprocess
+    import sys
+
     out = tmp_path / "bundle"
     export_bundle(str(checkpoint("nomic-v15-tiny")), out, ExportOptions(fp16=True))
-    (out / ".edge-embed-staging-killed").mkdir()  # what an export killed mid-way leaves
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = f".edge-embed-staging-{finished.stdout.strip()}-x1"  # left by an export that died
+    running = f".edge-embed-staging-{os.getpid()}-x2"  # another export into the same directory, still going
+    users = ["model.quantized.onnx", "notes.txt"]  # the user's own files
+    for name in (killed, running):
+        (out / name).mkdir()
+    for name in users:
+        (out / name).write_text("mine")
     export_bundle(str(checkpoint("nomic-v2moe-tiny")), out, ExportOptions(int8=False))
-    assert sorted(p.name for p in out.iterdir()) == ["edge_embed.json", "model.fp32.onnx", "tokenizer.json",
-                                                     "validation.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([running, "edge_embed.json", "model.fp32.onnx",
+                                                            "tokenizer.json", "validation.json", *users])
     assert Embedder(out).manifest.family == "nomic-embed-text-v2-moe"

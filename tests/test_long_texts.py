@@ -104,7 +104,13 @@ def test_a_huge_text_is_cut_from_its_head_with_the_tokens_of_the_whole(bundle, n
         got = model.tokenizer.encode([text], prefix, "truncate").sequences[0].tolist()
         full = tokenizer.encode(prefix + text).ids
         assert len(full) > 5000 and got[:-1] == full[:47] and got[-1] == full[-1]
-    with pytest.raises(InputError, match=r"texts\[0\] has over \d+ tokens, more than the model's max length 48"):
+    # the head ends near a form feed, which BERT's normalizer deletes (joining the words around it)
+    model = Embedder(bundle(name), precision="fp32", max_length=64)
+    text = "w " * 40 + " " * (2048 - 80) + "ab" * 30 + "\f" + "cd" * 30 + " tail" * 100
+    full = model.tokenizer.tokenizer.encode(text).ids
+    got = model.tokenizer.encode([text], "", "truncate").sequences[0].tolist()
+    assert got[:-1] == full[:63] and got[-1] == full[-1]
+    with pytest.raises(InputError, match=r"texts\[0\] has over \d+ tokens, more than the model's max length 64"):
         model.embed([words], truncation="error")
 
 
