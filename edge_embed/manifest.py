@@ -128,6 +128,8 @@ class Manifest:
     def inconsistency(self) -> str | None:
         """What no exported bundle can have (the manifest itself carries no checksum)."""
         mat = self.matryoshka
+        if self.pooling != "mean":
+            return f"pooling {self.pooling!r}: this edge-embed mean-pools only"
         if self.hidden_size < 1 or not 1 <= mat.min_dim <= mat.max_dim <= self.hidden_size:
             return f"dims {mat.min_dim}..{mat.max_dim} do not fit hidden size {self.hidden_size}"
         if self.max_length < 8:
