@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -14,17 +12,10 @@ import onnxruntime
 import torch
 
 import edge_embed
-from edge_embed.errors import EdgeEmbedError, InputError
-from edge_embed.manifest import (
-    MANIFEST_NAME,
-    TOKENIZER_FILE,
-    Manifest,
-    Matryoshka,
-    read_manifest,
-    sha256_file,
-    write_manifest,
-)
+from edge_embed.errors import InputError
+from edge_embed.manifest import TOKENIZER_FILE, Manifest, Matryoshka, sha256_file, write_manifest
 from export import INT8_SCHEMES, MOE_MODES, families
+from export.bundle_dir import install_bundle, prepare_output, staging_prefix
 from export.checkpoint import CheckpointError, load_state_dict, read_config, resolve_source
 from export.fp16 import convert_fp16
 from export.moe_fused import QMOE_MIN_ONNXRUNTIME
@@ -32,8 +23,6 @@ from export.nomic_bert import rotary_base
 from export.onnx_export import INPUTS, OUTPUT, export_fp32
 from export.quantize import quantize_int8
 from export.validate import ValidationError, validate_bundle
-
-STAGING_PREFIX = ".edge-embed-staging-"  # inside the bundle directory, so the final moves are renames
 
 
 @dataclass
@@ -65,57 +54,6 @@ def check_tokenizer(src: Path, embedding_rows: int) -> None:
     if size > embedding_rows:
         raise CheckpointError(f"{TOKENIZER_FILE} has {size} tokens but the model's embedding table has "
                               f"{embedding_rows} rows: the tokenizer belongs to another model")
-
-
-def prepare_output(out: Path) -> bool:
-    """Check and create the bundle directory before any work; clear staging folders that killed
-    exports left there. Returns whether the directory was created here."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; name a directory for the bundle")
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the bundle directory {out}: {exc.strerror}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise InputError(f"the bundle directory {out} is not writable")
-    for leftover in out.glob(STAGING_PREFIX + "*"):
-        if not _export_running(leftover.name):
-            shutil.rmtree(leftover, ignore_errors=True)
-    return created
-
-
-def _export_running(staging_name: str) -> bool:
-    """Whether the export that owns a staging folder (its pid is in the name) is still running."""
-    pid = staging_name[len(STAGING_PREFIX):].split("-", 1)[0]
-    if os.name != "posix" or not pid.isdigit():
-        return True  # cannot tell (os.kill(pid, 0) would signal the process on Windows): keep it
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _bundle_files(out: Path) -> set[str]:
-    """The files an earlier bundle's manifest in `out` lists (none if there is no readable one)."""
-    try:
-        return set(read_manifest(out).files)
-    except EdgeEmbedError:
-        return set()
-
-
-def install_bundle(staging: Path, out: Path, files: dict[str, str]) -> None:
-    """Move the staged bundle into `out`, then remove the files of an earlier bundle there that
-    this one does not list. Only files that bundle's manifest listed: `out` may hold anything else."""
-    earlier = _bundle_files(out)
-    for path in staging.iterdir():
-        shutil.move(str(path), out / path.name)
-    for name in sorted(earlier - set(files) - {MANIFEST_NAME, "validation.json"}):
-        (out / name).unlink(missing_ok=True)
-        log(f"[export] removed {name}, left by an earlier bundle in {out}")
 
 
 def copy_tokenizer(src: Path, out: Path) -> None:
@@ -183,7 +121,7 @@ def _export(source: Path, out: Path, config: dict, family: families.Family, opti
     log(f"[export] {source} -> {out} ({family.name})")
     model = family.build(config, load_state_dict(source), options.moe)
     check_tokenizer(source, _vocab_size(model))
-    with tempfile.TemporaryDirectory(dir=out, prefix=f"{STAGING_PREFIX}{os.getpid()}-") as tmp:
+    with tempfile.TemporaryDirectory(dir=out, prefix=staging_prefix()) as tmp:
         staging = Path(tmp)
         copy_tokenizer(source, staging)
         models = {"fp32": export_fp32(model, staging / "model.fp32.onnx", _vocab_size(model))}
