@@ -42,18 +42,20 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def check_tokenizer(src: Path, embedding_rows: int) -> None:
-    """The tokenizer must exist and fit the embedding table: an id past its end would fail inside
-    onnxruntime, and only on the texts that produce it."""
+def check_tokenizer(src: Path, embedding_rows: int):
+    """The checkpoint's tokenizers.Tokenizer. It must exist and fit the embedding table: an id
+    past its end would fail inside onnxruntime, and only on the texts that produce it."""
     from tokenizers import Tokenizer
 
     path = src / TOKENIZER_FILE
     if not path.exists():
         raise CheckpointError(f"{src} has no {TOKENIZER_FILE}; save the fast tokenizer there first")
-    size = Tokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
+    tokenizer = Tokenizer.from_file(str(path))
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
     if size > embedding_rows:
         raise CheckpointError(f"{TOKENIZER_FILE} has {size} tokens but the model's embedding table has "
                               f"{embedding_rows} rows: the tokenizer belongs to another model")
+    return tokenizer
 
 
 def copy_tokenizer(src: Path, out: Path) -> None:
@@ -64,10 +66,7 @@ def copy_tokenizer(src: Path, out: Path) -> None:
     (out / TOKENIZER_FILE).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
 
-def pad_token_id(config: dict, tokenizer_path: Path) -> int:
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+def pad_token_id(config: dict, tokenizer) -> int:
     for token in ("[PAD]", "<pad>"):
         token_id = tokenizer.token_to_id(token)
         if token_id is not None:
@@ -120,7 +119,7 @@ def export_bundle(src: str, out: Path, options: ExportOptions | None = None) -> 
 def _export(source: Path, out: Path, config: dict, family: families.Family, options: ExportOptions) -> dict:
     log(f"[export] {source} -> {out} ({family.name})")
     model = family.build(config, load_state_dict(source), options.moe)
-    check_tokenizer(source, _vocab_size(model))
+    pad_id = pad_token_id(config, check_tokenizer(source, _vocab_size(model)))
     with tempfile.TemporaryDirectory(dir=out, prefix=staging_prefix()) as tmp:
         staging = Path(tmp)
         copy_tokenizer(source, staging)
@@ -133,7 +132,7 @@ def _export(source: Path, out: Path, config: dict, family: families.Family, opti
         if options.fp16:
             models["fp16"] = convert_fp16(staging / "model.fp32.onnx", staging / "model.fp16.onnx")
             log(f"[export] fp16 ONNX written ({_megabytes(staging, models['fp16'])} MB)")
-        manifest = _manifest(family, config, source, staging, models, options)
+        manifest = _manifest(family, config, source, staging, models, options, pad_id)
         write_manifest(staging, manifest)
         report = validate_bundle(model, staging, config) if options.validate else {"skipped": True}
         if report.get("failed"):  # nothing is written: a bundle that loads must be a correct one
@@ -152,7 +151,7 @@ def _megabytes(folder: Path, names: list[str]) -> int:
     return round(sum((folder / name).stat().st_size for name in names) / 1e6)
 
 
-def _manifest(family, config, source, staging, models, options) -> Manifest:
+def _manifest(family, config, source, staging, models, options, pad_id: int) -> Manifest:
     hidden = families.hidden_size(config)
     files = {name: sha256_file(staging / name) for names in models.values() for name in names}
     files[TOKENIZER_FILE] = sha256_file(staging / TOKENIZER_FILE)
@@ -185,7 +184,7 @@ def _manifest(family, config, source, staging, models, options) -> Manifest:
         family=family.name,
         hidden_size=hidden,
         max_length=options.max_length if options.max_length is not None else families.max_length(config, source),
-        pad_token_id=pad_token_id(config, staging / TOKENIZER_FILE),
+        pad_token_id=pad_id,
         prefixes=families.prefixes(family, source),
         matryoshka=Matryoshka(options.min_dim if options.min_dim is not None else families.min_dim(family, config),
                               hidden, family.layer_norm),
