@@ -20,7 +20,7 @@ from edge_embed.errors import (
     TruncationWarning,
 )
 from edge_embed.manifest import TASK_ALIASES, TOKENIZER_FILE, read_manifest, verify_files
-from edge_embed.pooling import binarize, matryoshka, mean_pool
+from edge_embed.pooling import POOLINGS, binarize, matryoshka
 from edge_embed.progress import Progress, is_terminal
 from edge_embed.session import (
     arena_shrinking_run,
@@ -217,7 +217,7 @@ class Embedder:
         return out
 
     def pooled(self, texts: list[str], prefix: str, truncation: str, progress: bool | None) -> np.ndarray:
-        """Mean-pooled token states [n, hidden] (float32), in input order."""
+        """Pooled token states [n, hidden] (float32), in input order."""
         encoded = self.tokenizer.encode(texts, prefix, truncation)
         if encoded.truncated:
             message = (
@@ -227,8 +227,8 @@ class Embedder:
             warnings.warn(TruncationWarning(message, len(encoded.truncated)), stacklevel=3)
         lengths = [len(seq) for seq in encoded.sequences]
         out = np.empty((len(texts), self.manifest.hidden_size), dtype=np.float32)
-        # A chunked text's windows are averaged by token count, i.e. one mean over all its tokens;
-        # only those texts need a float64 accumulator.
+        # A chunked text's windows are averaged by token count (with mean pooling: one mean over all
+        # its tokens); only those texts need a float64 accumulator.
         slot = np.full(len(texts), -1, dtype=np.int64)
         slot[encoded.chunked] = np.arange(len(encoded.chunked))
         sums = np.zeros((len(encoded.chunked), self.manifest.hidden_size), dtype=np.float64)
@@ -241,7 +241,7 @@ class Embedder:
         with Progress(total, "embedding (tokens)", enabled=enabled) as bar:
             for batch in plan_batches(lengths, self.batch_limits):
                 ids, mask = pad([encoded.sequences[i] for i in batch], self.manifest.pad_token_id)
-                pooled = mean_pool(self._run(ids, mask), mask)
+                pooled = POOLINGS[self.manifest.pooling](self._run(ids, mask), mask)
                 owners, slots = encoded.owner[batch], slot[encoded.owner[batch]]
                 whole = slots < 0
                 out[owners[whole]] = pooled[whole]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_embed.errors import BundleError
+from edge_embed.pooling import POOLINGS
 
 MANIFEST_NAME = "edge_embed.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -45,7 +46,7 @@ class Manifest:
     files: dict[str, str]  # relative path -> sha256
     input_names: tuple[str, ...] = ("input_ids", "attention_mask")
     output_name: str = "last_hidden_state"
-    pooling: str = "mean"
+    pooling: str = "mean"  # or "cls" (edge_embed.pooling.POOLINGS)
     # precision -> {"version": the oldest onnxruntime that runs that model, "why": ...}, for models
     # that need more than the package's own minimum
     requires_onnxruntime: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -64,9 +65,9 @@ class Manifest:
                 "min_dim": self.matryoshka.min_dim,
                 "max_dim": self.matryoshka.max_dim,
                 "recipe": (
-                    "mean_pool -> layer_norm(no affine) -> truncate -> l2_normalize"
+                    f"{self.pooling}_pool -> layer_norm(no affine) -> truncate -> l2_normalize"
                     if self.matryoshka.layer_norm
-                    else "mean_pool -> truncate -> l2_normalize"
+                    else f"{self.pooling}_pool -> truncate -> l2_normalize"
                 ),
                 "layer_norm": self.matryoshka.layer_norm,
                 "layer_norm_eps": self.matryoshka.layer_norm_eps,
@@ -128,8 +129,8 @@ class Manifest:
     def inconsistency(self) -> str | None:
         """What no exported bundle can have (the manifest itself carries no checksum)."""
         mat = self.matryoshka
-        if self.pooling != "mean":
-            return f"pooling {self.pooling!r}: this edge-embed mean-pools only"
+        if self.pooling not in POOLINGS:
+            return f"pooling {self.pooling!r} is not one of {sorted(POOLINGS)}"
         if self.hidden_size < 1 or not 1 <= mat.min_dim <= mat.max_dim <= self.hidden_size:
             return f"dims {mat.min_dim}..{mat.max_dim} do not fit hidden size {self.hidden_size}"
         if self.max_length < 8:

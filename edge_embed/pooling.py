@@ -1,4 +1,5 @@
-"""Token states -> sentence embeddings: mean pooling, the Matryoshka recipe, binary packing."""
+"""Token states -> sentence embeddings: pooling (mean, or the first token), the Matryoshka recipe,
+binary packing."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +10,15 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     weights = mask.astype(np.float32)[:, :, None]
     summed = (hidden * weights).sum(axis=1)
     return summed / np.maximum(weights.sum(axis=1), 1e-9)
+
+
+def cls_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """hidden [B, S, H] -> [B, H] float32: the first token's state ([CLS] or <s>; sentences are
+    right-padded, so it is always real)."""
+    return np.ascontiguousarray(hidden[:, 0], dtype=np.float32)
+
+
+POOLINGS = {"mean": mean_pool, "cls": cls_pool}  # the manifest's "pooling" -> its function
 
 
 def layer_norm(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:

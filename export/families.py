@@ -75,28 +75,35 @@ def _optional_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
-def check_sentence_transformers(src: Path) -> None:
-    """Bundles compute transformer -> mean pooling -> (Matryoshka) -> L2. A sentence-transformers
-    pipeline that does anything else (CLS or max pooling, a Dense projection, prompt tokens left
-    out of the mean) would give vectors unlike the model's, so it is refused, not exported."""
+POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}  # the ones bundles run
+
+
+def pooling(src: Path) -> str:
+    """The bundle's pooling from the sentence-transformers pipeline: "mean" (the Nomic models', and
+    the default without one) or "cls" (e.g. BGE). A pipeline that does anything else (max pooling,
+    a Dense projection, prompt tokens left out of the mean) would give vectors unlike the model's,
+    so it is refused, not exported."""
+    found = "mean"
     modules = _optional_json(src / "modules.json")
     for module in modules if isinstance(modules, list) else []:
         kind = str(module.get("type", ""))
         name = kind.rsplit(".", 1)[-1]
         if name not in ("Transformer", "Pooling", "Normalize"):
             raise CheckpointError(f"modules.json adds a {kind} module ({module.get('path')}/); edge-embed bundles "
-                                  "compute transformer -> mean pooling -> normalize only, so they would not give "
-                                  "this model's vectors")
+                                  "compute transformer -> mean or CLS pooling -> normalize only, so they would not "
+                                  "give this model's vectors")
         if name == "Pooling":
             config = _optional_json(src / str(module.get("path", "")) / "config.json")
             modes = sorted(key for key, on in config.items() if key.startswith("pooling_mode_") and on)
-            if modes and modes != ["pooling_mode_mean_tokens"]:
+            if len(modes) > 1 or (modes and modes[0] not in POOLING_MODES):
                 raise CheckpointError(f"{module.get('path')}/config.json pools with {', '.join(modes)}; edge-embed "
-                                      "bundles mean-pool (the Nomic models' pooling), so they would not give this "
-                                      "model's vectors")
+                                      "bundles pool with the mean or the CLS token only, so they would not give "
+                                      "this model's vectors")
             if config.get("include_prompt") is False:
                 raise CheckpointError(f"{module.get('path')}/config.json leaves the prompt out of the mean "
                                       "(include_prompt false); edge-embed bundles pool every token")
+            found = POOLING_MODES[modes[0]] if modes else found
+    return found
 
 
 def prefixes(family: Family, src: Path) -> dict[str, str]:

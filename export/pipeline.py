@@ -105,18 +105,19 @@ def export_bundle(src: str, out: Path, options: ExportOptions | None = None) -> 
         config = {**config, "rotary_scaling_factor": options.rotary_scaling_factor}
     family = families.detect_family(config)
     check_options(options, family, config)
-    families.check_sentence_transformers(source)
+    pooling = families.pooling(source)
     out = Path(out)
     created = prepare_output(out)
     try:
-        return _export(source, out, config, family, options)
+        return _export(source, out, config, family, options, pooling)
     except BaseException:  # also Ctrl-C: no empty directory left where none was
         if created and not any(out.iterdir()):
             out.rmdir()
         raise
 
 
-def _export(source: Path, out: Path, config: dict, family: families.Family, options: ExportOptions) -> dict:
+def _export(source: Path, out: Path, config: dict, family: families.Family, options: ExportOptions,
+            pooling: str) -> dict:
     log(f"[export] {source} -> {out} ({family.name})")
     model = family.build(config, load_state_dict(source), options.moe)
     pad_id = pad_token_id(config, check_tokenizer(source, _vocab_size(model)))
@@ -132,7 +133,7 @@ def _export(source: Path, out: Path, config: dict, family: families.Family, opti
         if options.fp16:
             models["fp16"] = convert_fp16(staging / "model.fp32.onnx", staging / "model.fp16.onnx")
             log(f"[export] fp16 ONNX written ({_megabytes(staging, models['fp16'])} MB)")
-        manifest = _manifest(family, config, source, staging, models, options, pad_id)
+        manifest = _manifest(family, config, source, staging, models, options, pad_id, pooling)
         write_manifest(staging, manifest)
         report = validate_bundle(model, staging, config) if options.validate else {"skipped": True}
         if report.get("failed"):  # nothing is written: a bundle that loads must be a correct one
@@ -151,7 +152,7 @@ def _megabytes(folder: Path, names: list[str]) -> int:
     return round(sum((folder / name).stat().st_size for name in names) / 1e6)
 
 
-def _manifest(family, config, source, staging, models, options, pad_id: int) -> Manifest:
+def _manifest(family, config, source, staging, models, options, pad_id: int, pooling: str) -> Manifest:
     hidden = families.hidden_size(config)
     files = {name: sha256_file(staging / name) for names in models.values() for name in names}
     files[TOKENIZER_FILE] = sha256_file(staging / TOKENIZER_FILE)
@@ -192,6 +193,7 @@ def _manifest(family, config, source, staging, models, options, pad_id: int) -> 
         files=files,
         input_names=tuple(INPUTS),
         output_name=OUTPUT,
+        pooling=pooling,
         requires_onnxruntime=requires,
         extra=extra,
     )

@@ -14,7 +14,7 @@ from edge_embed import Embedder
 from edge_embed.batching import pad
 from edge_embed.errors import EdgeEmbedError, NonFiniteError
 from edge_embed.manifest import read_manifest
-from edge_embed.pooling import matryoshka, mean_pool
+from edge_embed.pooling import POOLINGS, matryoshka
 
 FP32_MAX_ABS = 1e-4  # on unit-norm full-width embeddings
 
@@ -49,7 +49,7 @@ def validation_texts(config: dict, max_length: int) -> list[str]:
 
 
 def torch_pooled(model, embedder: Embedder, texts: list[str]) -> tuple[np.ndarray, list]:
-    """Mean-pooled states of the torch model, one text at a time, with the runtime's tokens.
+    """Pooled states of the torch model (the bundle's pooling), one text at a time, with the runtime's tokens.
     Also returns the routed experts per MoE layer (real tokens) for routing agreement."""
     encoded = embedder.tokenizer.encode(texts)
     routes: list[list[np.ndarray]] = []
@@ -66,7 +66,7 @@ def torch_pooled(model, embedder: Embedder, texts: list[str]) -> tuple[np.ndarra
         for hook in hooks:
             hook.remove()
         routes.append(captured)
-        pooled.append(mean_pool(hidden, mask)[0])
+        pooled.append(POOLINGS[embedder.manifest.pooling](hidden, mask)[0])
     return np.stack(pooled), routes
 
 

@@ -88,7 +88,7 @@ def test_incomplete_manifest(copy_bundle):
     (lambda d: d["matryoshka"].update(max_dim=128), "dims 6..128 do not fit hidden size 64"),
     (lambda d: d["matryoshka"].update(min_dim=100), "dims 100..64 do not fit"),
     (lambda d: d.update(max_length=0), "max_length 0 is below 8 tokens"),
-    (lambda d: d.update(pooling="cls"), "pooling 'cls': this edge-embed mean-pools only"),
+    (lambda d: d.update(pooling="max"), "pooling 'max' is not one of ['cls', 'mean']"),
     (lambda d: d["files"].pop("model.int8.onnx"), "no checksum for model.int8.onnx"),
     (lambda d: d.update(output="pooled"), "has no output 'pooled'"),
     (lambda d: d.update(inputs=["input_ids", "token_type_ids"]), "takes inputs ['attention_mask', 'input_ids']"),

