@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_embed.errors import InputError
+from edge_embed.errors import InputError, is_int
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class BatchLimits:
     def __post_init__(self):
         for name, least in (("max_tokens", 1), ("max_attention_cells", 1), ("max_batch_size", 1), ("batch_cost", 0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            if not (is_int(value) and value >= least):
                 raise InputError(f"BatchLimits.{name} must be an int >= {least}, not {value!r}")
             object.__setattr__(self, name, int(value))  # numpy ints in, plain ints kept (frozen dataclass)
 

@@ -18,6 +18,7 @@ from edge_embed.errors import (
     NonFiniteError,
     ProviderWarning,
     TruncationWarning,
+    is_int,
 )
 from edge_embed.manifest import TASK_ALIASES, TOKENIZER_FILE, read_manifest, verify_files
 from edge_embed.pooling import POOLINGS, binarize, matryoshka
@@ -29,7 +30,7 @@ from edge_embed.session import (
     resolve_precision,
     resolve_providers,
 )
-from edge_embed.tokenize import TRUNCATION_MODES, TextTokenizer
+from edge_embed.tokenize import TextTokenizer, check_truncation
 
 POSTPROCESS_ROWS = 4096  # rows per Matryoshka block: bounds its float64 temporaries on large jobs
 
@@ -54,8 +55,7 @@ class Embedder:
     ):
         if not isinstance(bundle, (str, PathLike)):
             raise InputError(f"bundle must be a directory path (str or Path), not {type(bundle).__name__}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
-                                    or threads < 1):
+        if threads is not None and not (is_int(threads) and threads >= 1):
             raise InputError(f"threads must be a positive int or None (onnxruntime's default), not {threads!r}")
         threads = None if threads is None else int(threads)
         if batch_limits is not None and not isinstance(batch_limits, BatchLimits):
@@ -126,8 +126,7 @@ class Embedder:
         limit = self.manifest.max_length
         if max_length is None:
             return limit
-        if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) \
-                or not 8 <= max_length <= limit:
+        if not (is_int(max_length) and 8 <= max_length <= limit):
             raise InputError(f"max_length must be an int from 8 to {limit} for this model, not {max_length!r}")
         return int(max_length)
 
@@ -154,7 +153,7 @@ class Embedder:
         low, high = self.dims
         if dim is None:
             dim = high
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not low <= dim <= high:
+        if not (is_int(dim) and low <= dim <= high):
             raise InputError(f"dim must be an int from {low} to {high} for this model, not {dim!r}")
         if binary and dim % 8:
             raise InputError(f"binary embeddings need dim to be a multiple of 8, not {dim}")
@@ -201,8 +200,7 @@ class Embedder:
         if progress is not None and not isinstance(progress, (bool, np.bool_)):
             raise InputError(f"progress must be True, False or None (a bar for long jobs on a terminal), "
                              f"not {progress!r}")
-        if truncation not in TRUNCATION_MODES:
-            raise InputError(f"truncation must be one of {TRUNCATION_MODES}, not {truncation!r}")
+        check_truncation(truncation)  # here too: an empty list never reaches the tokenizer
         dim = self._check_dim(dim, binary)
         width = dim // 8 if binary else dim
         if not texts:

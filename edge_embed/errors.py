@@ -1,4 +1,6 @@
-"""The few exception types edge-embed raises. Messages say what to do next."""
+"""The few exception types edge-embed raises, and the integer test its argument checks share.
+Messages say what to do next."""
+import numbers
 
 
 class EdgeEmbedError(Exception):
@@ -27,3 +29,8 @@ class TruncationWarning(UserWarning):
 
 class ProviderWarning(UserWarning):
     """The GPU provider chosen by providers="auto" did not start; the model runs on the CPU."""
+
+
+def is_int(value) -> bool:
+    """Whether an argument is an integer: a Python or numpy int, never a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

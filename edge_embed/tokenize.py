@@ -16,6 +16,11 @@ ENCODE_BLOCK = 2048  # texts per encode_batch call
 HEAD_CHARS_PER_TOKEN = 32  # no tokenizer here makes a token of more characters, whitespace aside
 
 
+def check_truncation(mode: str) -> None:
+    if mode not in TRUNCATION_MODES:
+        raise InputError(f"truncation must be one of {TRUNCATION_MODES}, not {mode!r}")
+
+
 def _splits_words(char: str) -> bool:
     """Whitespace that every tokenizer here splits words at. Not control characters that merely
     count as whitespace (form feed, \x1c-\x1f, \x85): BERT's normalizer deletes those and joins
@@ -101,8 +106,7 @@ class TextTokenizer:
         cut = next((i for i in range(limit, min(len(text), limit + 1024)) if _splits_words(text[i])), None)
         return text[:cut] if cut else text  # no whitespace near the limit: keep the text whole
     def encode(self, texts: list[str], prefix: str = "", truncation: str = "truncate") -> Encoded:
-        if truncation not in TRUNCATION_MODES:
-            raise InputError(f"truncation must be one of {TRUNCATION_MODES}, not {truncation!r}")
+        check_truncation(truncation)
         sequences, owner, truncated, chunked = [], [], [], []
         for index, encoding, partial in self._encodings(texts, prefix, whole=truncation == "chunk"):
             if len(encoding.ids) <= self.max_length:
