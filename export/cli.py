@@ -21,8 +21,8 @@ def parser(prog: str = "python -m export") -> argparse.ArgumentParser:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="local Hugging Face model directory, or a hub model id (downloaded)")
     p.add_argument("--out", required=True, help="bundle directory to write")
-    p.add_argument("--moe", choices=MOE_MODES, default="sparse",
-                   help="MoE graph form for v2-moe (default: sparse)")
+    p.add_argument("--moe", choices=MOE_MODES,
+                   help="MoE graph form, v2-moe only (default: sparse)")
     p.add_argument("--max-length", type=int, help="max tokens per text (default: from the checkpoint)")
     p.add_argument("--min-dim", type=int, help="smallest Matryoshka dim allowed (default: per family)")
     p.add_argument("--rotary-scaling-factor", type=float,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx
@@ -27,7 +27,7 @@ from export.validate import ValidationError, validate_bundle
 
 @dataclass
 class ExportOptions:
-    moe: str = "sparse"
+    moe: str | None = None  # MoE checkpoints only; None: "sparse"
     max_length: int | None = None
     min_dim: int | None = None
     rotary_scaling_factor: float | None = None
@@ -77,8 +77,12 @@ def pad_token_id(config: dict, tokenizer) -> int:
 def check_options(options: ExportOptions, family: families.Family, config: dict) -> None:
     """Options a bundle could be written with but never used with are refused up front."""
     hidden = families.hidden_size(config)
-    if options.moe not in MOE_MODES:
-        raise InputError(f"moe must be one of {MOE_MODES}, not {options.moe!r}")
+    if options.moe is not None:
+        if options.moe not in MOE_MODES:
+            raise InputError(f"moe must be one of {MOE_MODES}, not {options.moe!r}")
+        if family is not families.V2_MOE:
+            raise InputError(f"the MoE graph form applies to MoE checkpoints (v2-moe) only; this is a "
+                             f"{family.name} checkpoint: leave --moe out")
     if options.int8_scheme not in INT8_SCHEMES:
         raise InputError(f"int8_scheme must be one of {INT8_SCHEMES}, not {options.int8_scheme!r}")
     if options.min_dim is not None and not 1 <= options.min_dim <= hidden:
@@ -105,6 +109,7 @@ def export_bundle(src: str, out: Path, options: ExportOptions | None = None) -> 
         config = {**config, "rotary_scaling_factor": options.rotary_scaling_factor}
     family = families.detect_family(config)
     check_options(options, family, config)
+    options = replace(options, moe=options.moe or "sparse")
     pooling = families.pooling(source)
     out = Path(out)
     created = prepare_output(out)

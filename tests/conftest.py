@@ -35,13 +35,13 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def bundle(checkpoint, tmp_path_factory):
-    """bundle(name, moe="sparse") -> bundle directory exported from the tiny fixture."""
+    """bundle(name, moe=None) -> bundle directory exported from the tiny fixture (moe: v2-moe's graph form)."""
     from export.pipeline import ExportOptions, export_bundle
 
-    def build(name: str, moe: str = "sparse") -> Path:
+    def build(name: str, moe: str | None = None) -> Path:
         key = (name, moe)
         if key not in _bundles:
-            out = tmp_path_factory.mktemp(f"bundle-{name}-{moe}")
+            out = tmp_path_factory.mktemp(f"bundle-{name}-{moe or 'default'}")
             export_bundle(str(checkpoint(name)), out, ExportOptions(moe=moe))
             _bundles[key] = out
         return _bundles[key]

@@ -122,6 +122,7 @@ def test_a_model_this_onnxruntime_cannot_run_is_written_and_reported_not_validat
     (ExportOptions(max_length=0), "max length must be at least 8"),
     (ExportOptions(rotary_scaling_factor=-1.0), "rotary scaling factor must be positive"),
     (ExportOptions(moe="dense-ish"), "moe must be one of"),
+    (ExportOptions(moe="fused"), "applies to MoE checkpoints .v2-moe. only; this is a nomic-embed-text-v1.5"),
     (ExportOptions(int8_scheme="int4"), "int8_scheme must be one of"),
 ])
 def test_options_a_bundle_could_never_use_are_refused_before_any_work(checkpoint, tmp_path, options, message):
