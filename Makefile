@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) bench/moe_layer.py --work $(WORK)/bench --out $(WORK)/bench/moe_layer.json
 	$(PY) bench/batching.py --bundle $(WORK)/bench/bundles/v15 --out $(WORK)/bench/batching.json
 	$(PY) bench/int8_kernels.py --out $(WORK)/bench/int8_kernels.json
+	$(PY) bench/moe_vs_dense.py --work $(WORK)/bench --out $(WORK)/bench/moe_vs_dense.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edge_embed export tests bench scripts
