@@ -250,7 +250,8 @@ def run_model(spec, args, llama_ok) -> dict:
     work = Path(args.work)
     quick = args.quick
     ckpt = checkpoints.write_checkpoint(spec, work / "checkpoints" / spec.key, log=log)
-    bundle_info = checkpoints.ensure_bundle(spec, ckpt, work / "bundles" / spec.key, args.moe,
+    moe = args.moe if spec.key == "v2moe" else None  # the MoE graph form means nothing to v1.5
+    bundle_info = checkpoints.ensure_bundle(spec, ckpt, work / "bundles" / spec.key, moe,
                                             force=args.reexport, reuse=args.reuse_bundles, log=log)
     bundle = Path(bundle_info["path"])
     manifest = read_manifest(bundle)
