@@ -18,7 +18,6 @@ import json
 import statistics
 import sys
 import time
-import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,7 +59,7 @@ def main(argv=None) -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for workload in [w for w in WORKLOADS if not w.long]:
         key = bundle.name  # bench/run.py's model key (bundles/v15, bundles/v2moe): the same texts
-        maker = TextMaker(tokenizer, seed=zlib.crc32(f"{key}/{workload.name}".encode()))
+        maker = TextMaker.seeded(tokenizer, key, workload.name)
         texts = maker.texts(workload, workload.texts, model.max_length)
         lengths = [maker.count(t) for t in texts]
         model.embed(texts[:4])  # warm-up

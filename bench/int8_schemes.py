@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ def main(argv=None) -> int:
     first = next(iter(models.values()))
     tokenizer = Tokenizer.from_file(str(first.bundle / "tokenizer.json"))
     for workload in [w for w in WORKLOADS if not w.long]:
-        texts = TextMaker(tokenizer, seed=zlib.crc32(workload.name.encode())).texts(
+        texts = TextMaker.seeded(tokenizer, workload.name).texts(
             workload, workload.texts, first.max_length)
         tokens = sum(len(seq) for seq in first.tokenizer.encode(texts).sequences)
         result = throughput(models, texts, tokens, args.rounds)

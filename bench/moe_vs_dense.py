@@ -18,7 +18,6 @@ import json
 import statistics
 import sys
 import time
-import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +58,7 @@ def main(argv=None) -> None:
     for workload in [w for w in WORKLOADS if not w.long]:
         texts, work = {}, {}
         for key in MODELS:
-            maker = TextMaker(tokenizers[key], seed=zlib.crc32(f"{key}/{workload.name}".encode()))
+            maker = TextMaker.seeded(tokenizers[key], key, workload.name)
             texts[key] = maker.texts(workload, workload.texts, models[key].max_length)
             work[key] = sum(roofline.text_flops(flops[key], [maker.count(t) for t in texts[key]]))
             models[key].embed(texts[key][:4])  # warm-up

@@ -29,7 +29,6 @@ import shlex
 import statistics
 import sys
 import time
-import zlib
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -117,8 +116,7 @@ def parse_args(argv=None):
 
 
 def seeded_texts(spec, tokenizer, workload, n, limit):
-    maker = TextMaker(tokenizer, seed=zlib.crc32(f"{spec.key}/{workload.name}".encode()))
-    return maker.texts(workload, n, limit)
+    return TextMaker.seeded(tokenizer, spec.key, workload.name).texts(workload, n, limit)
 
 
 def build_systems(names, common, log=log) -> tuple[dict, dict]:

@@ -7,6 +7,7 @@ tokenizers see what they see in practice (about 1.3 tokens per word), not synthe
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +82,12 @@ class TextMaker:
         self.lengths = np.array([len(e.ids) for e in encodings])
         self.specials = len(tokenizer.encode("a").ids) - len(tokenizer.encode("a", add_special_tokens=False).ids)
         self.rng = np.random.default_rng(seed)
+
+    @classmethod
+    def seeded(cls, tokenizer, *names: str) -> TextMaker:
+        """A maker whose texts are fixed by NAMES (model key, workload): every script that names the
+        same ones draws the same texts."""
+        return cls(tokenizer, seed=zlib.crc32("/".join(names).encode()))
 
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(text).ids)

@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 from edge_embed.bench_texts import WORKLOADS, TextMaker, Workload
@@ -187,7 +186,7 @@ def run_benchmark(bundle: str | Path, precisions: list[str], providers: str = "c
     for workload in chosen:
         if not workload.count(quick):  # quick mode leaves the 2048-token documents to the cold process
             continue
-        maker = TextMaker(maker_tokenizer, seed=zlib.crc32(workload.name.encode()))
+        maker = TextMaker.seeded(maker_tokenizer, workload.name)
         texts = maker.texts(workload, workload.count(quick), first.max_length)
         tokens = sum(len(seq) for seq in first.tokenizer.encode(texts).sequences)
         n_rounds = rounds or workload.n_rounds(quick)
@@ -199,7 +198,7 @@ def run_benchmark(bundle: str | Path, precisions: list[str], providers: str = "c
     del models, first
     gc.collect()
 
-    maker = TextMaker(maker_tokenizer, seed=zlib.crc32(b"cold-start"))
+    maker = TextMaker.seeded(maker_tokenizer, "cold-start")
     short = next(w for w in WORKLOADS if w.name == "short-32")
     first_text = maker.text(short.target, manifest.max_length)
     long_text = None
