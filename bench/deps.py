@@ -16,7 +16,7 @@ import sys
 import time
 
 
-def _pip(args: list[str], timeout: float | None, env: dict | None = None) -> tuple[bool, str]:
+def pip(args: list[str], timeout: float | None, env: dict | None = None) -> tuple[bool, str]:
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True)
@@ -38,7 +38,7 @@ def ensure(module: str, package: str, log=print) -> bool:
     except ImportError:
         pass
     log(f"[bench] installing {package} (optional dependency of the benchmark)")
-    ok, message = _pip([package], timeout=600)
+    ok, message = pip([package], timeout=600)
     if not ok:
         log(f"[bench] could not install {package}: {message}")
         return False
@@ -65,7 +65,7 @@ def ensure_llama(timeout: float, log=print) -> dict:
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
     env.setdefault("CMAKE_ARGS", "-DLLAVA_BUILD=OFF")  # the multimodal library is not needed
     start = time.perf_counter()
-    ok, message = _pip(["llama-cpp-python"], timeout=timeout, env=env)
+    ok, message = pip(["llama-cpp-python"], timeout=timeout, env=env)
     seconds = time.perf_counter() - start
     if ok:
         importlib.invalidate_caches()

@@ -39,6 +39,7 @@ for path in (str(REPO), str(BENCH)):
 
 import checkpoints  # noqa: E402
 import deps  # noqa: E402
+import isa  # noqa: E402
 import probes  # noqa: E402
 import report  # noqa: E402
 import roofline  # noqa: E402
@@ -59,9 +60,9 @@ def log(message: str) -> None:
 
 def machine_info() -> dict:
     cpu = cpu_info()
-    isa = ", ".join(f.upper() for f in cpu["isa"]) or "?"
+    flags = ", ".join(f.upper() for f in cpu["isa"]) or "?"
     if not {"avx512_vnni", "avx_vnni"} & set(cpu["isa"]):
-        isa += "; no VNNI"
+        flags += "; no VNNI"
     ram = 0.0
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -79,7 +80,10 @@ def machine_info() -> dict:
         llama_version = llama_cpp.__version__
     except ImportError:
         llama_version = None
-    return {"cpu": cpu["cpu"], "cores": cpu["logical_cores"], "isa": isa, "ram_gb": ram,
+    paths = isa.describe()
+    if paths["paths"] == "avx2":
+        flags += "; measured on AVX2 code paths: AVX-512 hidden from every system (bench/isa.py)"
+    return {"cpu": cpu["cpu"], "cores": cpu["logical_cores"], "isa": flags, "ram_gb": ram, "code_paths": paths,
             "python": platform.python_version(), "numpy": numpy.__version__,
             "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "llama_cpp": llama_version}
 
@@ -101,6 +105,9 @@ def parse_args(argv=None):
     p.add_argument("--llama-flash-attn", action="store_true", help="run llama.cpp with flash attention")
     p.add_argument("--moe", choices=["sparse", "dense", "fused"], help="export option for v2-moe (default: "
                    "export's own default)")
+    p.add_argument("--isa", choices=["native", "avx2"], default="native",
+                   help="avx2: measure every system on its AVX2 kernels, with AVX-512 hidden from it "
+                   "(bench/isa.py; for the targets stated on AVX2-only CPUs)")
     p.add_argument("--reexport", action="store_true", help="export the bundles again even if cached")
     p.add_argument("--reuse-bundles", action="store_true",
                    help="use cached bundles even if export/ or edge_embed/ changed since they were made")
@@ -404,16 +411,21 @@ def main(argv=None) -> int:
     started = time.time()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    wants_llama = not args.no_llama and any(s.startswith("llama-") for s in args.systems.split(","))
+    if args.isa == "avx2":
+        isa.reexec_avx2(work, wants_llama, args.llama_timeout, log=log)  # returns in the AVX2 process
     suffix = f"-{args.tag}" if args.tag else ""
     deps.ensure("threadpoolctl", "threadpoolctl", log=log)
     plot_ok = deps.ensure("matplotlib", "matplotlib", log=log)
     if args.no_llama:
         llama = {"available": False, "version": None, "message": "llama.cpp SKIPPED: --no-llama given"}
-    elif not any(s.startswith("llama-") for s in args.systems.split(",")):
+    elif not wants_llama:
         llama = {"available": False, "version": None, "message": "llama.cpp not selected (--systems)"}
     elif not deps.ensure("gguf", "gguf", log=log):
         llama = {"available": False, "version": None,
                  "message": "llama.cpp SKIPPED: the gguf package (needed to write GGUF files) is not installable"}
+    elif args.isa == "avx2":
+        llama = isa.llama_status()
     else:
         llama = deps.ensure_llama(args.llama_timeout, log=log)
     if not llama["available"]:
