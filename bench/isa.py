@@ -20,6 +20,7 @@ instruction mix, not a particular AVX2 CPU.
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -104,6 +105,8 @@ def reexec_avx2(work: Path, llama: bool, llama_timeout: float, log=print) -> Non
     command in the AVX2 environment. Returns only when already in it."""
     if os.environ.get(MARKER) == "avx2":
         return
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        sys.exit(f"--isa avx2 applies to x86-64 CPUs; this one is {platform.machine()}")
     root = (work / "isa-avx2").resolve()
     paths = [str(avx2_onnxruntime(root / "ort"))]
     if llama:
