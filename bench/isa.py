@@ -37,6 +37,13 @@ LLAMA_CMAKE = ("-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DG
                "-DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF -DLLAVA_BUILD=OFF")
 
 
+def add_option(parser) -> None:
+    """The --isa option of the scripts that can run on AVX2 code paths."""
+    parser.add_argument("--isa", choices=["native", "avx2"], default="native",
+                        help="avx2: run on AVX2 kernels, with AVX-512 hidden from onnxruntime, torch and "
+                        "llama.cpp (bench/isa.py; the targets were stated for AVX2-only CPUs)")
+
+
 def xgetbv_offsets(library: Path) -> list[int]:
     """File offsets of the `xgetbv` instructions in a shared library (objdump's addresses of
     .text, which in these libraries equal file offsets; each is checked against the bytes)."""
@@ -84,7 +91,7 @@ def avx2_llama(dest: Path, timeout: float, log=print) -> dict:
     native build in the venv and this one never replace each other)."""
     import deps
 
-    if any(dest.glob("llama_cpp/__init__.py")):
+    if (dest / "llama_cpp" / "__init__.py").exists():
         return {"available": True, "message": "AVX2 build cached", "install_s": 0.0}
     for module, package in (("diskcache", "diskcache"), ("jinja2", "jinja2"), ("typing_extensions",
                                                                              "typing-extensions")):

@@ -43,8 +43,7 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="")
-    p.add_argument("--isa", choices=["native", "avx2"], default="native",
-                   help="avx2: onnxruntime's AVX2 kernels, AVX-512 hidden from it (bench/isa.py)")
+    isa.add_option(p)
     args = p.parse_args(argv)
     if args.isa == "avx2":
         isa.reexec_avx2(Path(args.work), llama=False, llama_timeout=0)  # returns in the AVX2 process

@@ -105,9 +105,7 @@ def parse_args(argv=None):
     p.add_argument("--llama-flash-attn", action="store_true", help="run llama.cpp with flash attention")
     p.add_argument("--moe", choices=["sparse", "dense", "fused"], help="export option for v2-moe (default: "
                    "export's own default)")
-    p.add_argument("--isa", choices=["native", "avx2"], default="native",
-                   help="avx2: measure every system on its AVX2 kernels, with AVX-512 hidden from it "
-                   "(bench/isa.py; for the targets stated on AVX2-only CPUs)")
+    isa.add_option(p)
     p.add_argument("--reexport", action="store_true", help="export the bundles again even if cached")
     p.add_argument("--reuse-bundles", action="store_true",
                    help="use cached bundles even if export/ or edge_embed/ changed since they were made")
