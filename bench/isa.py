@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 MARKER = "EDGE_BENCH_ISA"  # set in the re-executed benchmark process
+FOLDER = "isa-avx2"  # under the work folder: the patched onnxruntime and the AVX2 llama.cpp
 XGETBV = b"\x0f\x01\xd0"
 XCR0_AVX_ONLY = b"\xb0\x07\x90"  # mov al, 7; nop: x87 | SSE | AVX state, no opmask/ZMM state
 CAPS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
@@ -114,7 +115,7 @@ def reexec_avx2(work: Path, llama: bool, llama_timeout: float, log=print) -> Non
         return
     if platform.machine().lower() not in ("x86_64", "amd64"):
         sys.exit(f"--isa avx2 applies to x86-64 CPUs; this one is {platform.machine()}")
-    root = (work / "isa-avx2").resolve()
+    root = (work / FOLDER).resolve()
     paths = [str(avx2_onnxruntime(root / "ort"))]
     if llama:
         built = avx2_llama(root / "llama", llama_timeout, log=log)
@@ -128,6 +129,10 @@ def reexec_avx2(work: Path, llama: bool, llama_timeout: float, log=print) -> Non
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
+def _from_avx2_folder(module) -> bool:
+    return FOLDER in Path(module.__file__).parts
+
+
 def describe() -> dict:
     """What the running process uses, checked from the libraries themselves."""
     if os.environ.get(MARKER) != "avx2":
@@ -136,7 +141,7 @@ def describe() -> dict:
 
     info = {"paths": "avx2", "onnxruntime": onnxruntime.__file__,
             "env": {k: os.environ.get(k) for k in CAPS}}
-    if "isa-avx2" not in onnxruntime.__file__:
+    if not _from_avx2_folder(onnxruntime):
         raise RuntimeError(f"--isa avx2: imported the unpatched onnxruntime ({onnxruntime.__file__})")
     try:
         import torch
@@ -163,7 +168,7 @@ def llama_status() -> dict:
         return {"available": False, "version": None,
                 "message": "llama.cpp SKIPPED: no AVX2 build of llama-cpp-python (see the log above)"}
     flags = llama_cpp.llama_print_system_info().decode()
-    if "isa-avx2" not in llama_cpp.__file__ or "AVX512 = 1" in flags:
+    if not _from_avx2_folder(llama_cpp) or "AVX512 = 1" in flags:
         return {"available": False, "version": None,
                 "message": f"llama.cpp SKIPPED: imported a build that is not the AVX2 one ({llama_cpp.__file__})"}
     return {"available": True, "version": llama_cpp.__version__, "install_s": 0.0,
