@@ -1,10 +1,11 @@
-"""The benchmark's optional dependencies, installed into the running interpreter on demand.
+"""The benchmark's optional dependencies.
 
-matplotlib (the plot), gguf (writing GGUF files) and llama-cpp-python (the llama.cpp peer).
-llama-cpp-python ships as source and compiles llama.cpp (several minutes on 2 cores); the
-build runs under a time limit in its own process group, and on failure or time-out the
-llama.cpp peer is skipped with the reason recorded. pip keeps the built wheel in its cache,
-so later runs install it in seconds.
+matplotlib (the plot), gguf (writing GGUF files) and threadpoolctl are pinned in pyproject's
+[bench] extra, which `make bench` installs. llama-cpp-python (the llama.cpp peer) ships as source
+and compiles llama.cpp (several minutes on 2 cores), so it is installed here, at the pinned
+LLAMA_CPP_VERSION, under a time limit in its own process group; on failure or time-out the
+llama.cpp peer is skipped with the reason recorded. pip keeps the built wheel in its cache, so
+later runs install it in seconds.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+
+LLAMA_CPP_VERSION = "0.3.36"  # the peer's version is part of the result: pinned
 
 
 def pip(args: list[str], timeout: float | None, env: dict | None = None) -> tuple[bool, str]:
@@ -31,23 +34,13 @@ def pip(args: list[str], timeout: float | None, env: dict | None = None) -> tupl
 
 
 def ensure(module: str, package: str, log=print) -> bool:
-    """Import MODULE, pip-installing PACKAGE first when it is missing."""
+    """Whether MODULE imports. The benchmark's own dependencies are pinned in pyproject's [bench]
+    extra and installed by `make bench`; nothing is installed here."""
     try:
         importlib.import_module(module)
         return True
     except ImportError:
-        pass
-    log(f"[bench] installing {package} (optional dependency of the benchmark)")
-    ok, message = pip([package], timeout=600)
-    if not ok:
-        log(f"[bench] could not install {package}: {message}")
-        return False
-    importlib.invalidate_caches()
-    try:
-        importlib.import_module(module)
-        return True
-    except ImportError as exc:
-        log(f"[bench] {package} installed but `import {module}` fails: {exc}")
+        log(f"[bench] {package} is missing: pip install -e '.[bench]' (make bench does)")
         return False
 
 
@@ -65,7 +58,7 @@ def ensure_llama(timeout: float, log=print) -> dict:
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
     env.setdefault("CMAKE_ARGS", "-DLLAVA_BUILD=OFF")  # the multimodal library is not needed
     start = time.perf_counter()
-    ok, message = pip(["llama-cpp-python"], timeout=timeout, env=env)
+    ok, message = pip([f"llama-cpp-python=={LLAMA_CPP_VERSION}"], timeout=timeout, env=env)
     seconds = time.perf_counter() - start
     if ok:
         importlib.invalidate_caches()

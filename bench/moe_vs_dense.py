@@ -1,6 +1,6 @@
 """v2-moe against v1.5 per FLOP, in the same rounds: is the sparse MoE as efficient as the dense model?
 
-    python bench/moe_vs_dense.py [--work build/bench] [--rounds 9] [--out FILE.json] [--isa avx2]
+    python bench/moe_vs_dense.py [--work build/bench] [--rounds 9] [--out FILE.json]
 
 The issue's target: v2-moe int8 within 10% of v1.5's FLOP-proportional speed (both spend about
 227 MFLOP per token in matmuls). bench/run.py measures the two models in separate runs, minutes
@@ -26,7 +26,6 @@ for path in (REPO, REPO / "bench"):
         sys.path.insert(0, str(path))
 
 import checkpoints  # noqa: E402
-import isa  # noqa: E402
 import roofline  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
@@ -43,10 +42,7 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="")
-    isa.add_option(p)
     args = p.parse_args(argv)
-    if args.isa == "avx2":
-        isa.reexec_avx2(Path(args.work), llama=False, llama_timeout=0)  # returns in the AVX2 process
 
     bundles = {key: Path(args.work) / "bundles" / key for key in MODELS}
     missing = [str(b) for b in bundles.values() if not (b / "edge_embed.json").exists()]
@@ -56,7 +52,7 @@ def main(argv=None) -> None:
     tokenizers = {key: Tokenizer.from_file(str(b / "tokenizer.json")) for key, b in bundles.items()}
     flops = {key: roofline.model_flops(checkpoints.full_config(checkpoints.MODELS[key])) for key in MODELS}
 
-    results = {"threads": args.threads, "rounds": args.rounds, "target": TARGET, "code_paths": isa.describe(),
+    results = {"threads": args.threads, "rounds": args.rounds, "target": TARGET,
                "workloads": {}}
     print("| workload | v1.5 GFLOP/s | v2-moe GFLOP/s | v2-moe / v1.5 per FLOP (median of rounds) | rounds |")
     print("|---|---:|---:|---:|---|")

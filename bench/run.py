@@ -39,7 +39,6 @@ for path in (str(REPO), str(BENCH)):
 
 import checkpoints  # noqa: E402
 import deps  # noqa: E402
-import isa  # noqa: E402
 import probes  # noqa: E402
 import report  # noqa: E402
 import roofline  # noqa: E402
@@ -80,10 +79,7 @@ def machine_info() -> dict:
         llama_version = llama_cpp.__version__
     except ImportError:
         llama_version = None
-    paths = isa.describe()
-    if paths["paths"] == "avx2":
-        flags += "; measured on AVX2 code paths: AVX-512 hidden from every system (bench/isa.py)"
-    return {"cpu": cpu["cpu"], "cores": cpu["logical_cores"], "isa": flags, "ram_gb": ram, "code_paths": paths,
+    return {"cpu": cpu["cpu"], "cores": cpu["logical_cores"], "isa": flags, "ram_gb": ram,
             "python": platform.python_version(), "numpy": numpy.__version__,
             "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "llama_cpp": llama_version}
 
@@ -105,7 +101,6 @@ def parse_args(argv=None):
     p.add_argument("--llama-flash-attn", action="store_true", help="run llama.cpp with flash attention")
     p.add_argument("--moe", choices=["sparse", "dense", "fused"], help="export option for v2-moe (default: "
                    "export's own default)")
-    isa.add_option(p)
     p.add_argument("--reexport", action="store_true", help="export the bundles again even if cached")
     p.add_argument("--reuse-bundles", action="store_true",
                    help="use cached bundles even if export/ or edge_embed/ changed since they were made")
@@ -410,8 +405,6 @@ def main(argv=None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     wants_llama = not args.no_llama and any(s.startswith("llama-") for s in args.systems.split(","))
-    if args.isa == "avx2":
-        isa.reexec_avx2(work, wants_llama, args.llama_timeout, log=log)  # returns in the AVX2 process
     suffix = f"-{args.tag}" if args.tag else ""
     deps.ensure("threadpoolctl", "threadpoolctl", log=log)
     plot_ok = deps.ensure("matplotlib", "matplotlib", log=log)
@@ -422,8 +415,6 @@ def main(argv=None) -> int:
     elif not deps.ensure("gguf", "gguf", log=log):
         llama = {"available": False, "version": None,
                  "message": "llama.cpp SKIPPED: the gguf package (needed to write GGUF files) is not installable"}
-    elif args.isa == "avx2":
-        llama = isa.llama_status()
     else:
         llama = deps.ensure_llama(args.llama_timeout, log=log)
     if not llama["available"]:

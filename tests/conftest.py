@@ -17,7 +17,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fixture_recipe import DATA_DIR, write_fixture
 
+# A skip whose reason starts with one of these is expected where the suite runs (CI: Linux, no GPU);
+# any other skip fails `pytest --strict-skips` (make test): a missing test dependency must not pass silently.
+EXPECTED_SKIPS = ("no GPU", "needs Linux")
+
 _checkpoints: dict[str, Path] = {}
+_unexpected_skips: list[str] = []
+
+
+def pytest_addoption(parser):
+    parser.addoption("--strict-skips", action="store_true",
+                     help=f"fail the run on a skip whose reason does not start with one of {EXPECTED_SKIPS}")
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        if not reason.startswith(EXPECTED_SKIPS):
+            _unexpected_skips.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if session.config.getoption("--strict-skips") and _unexpected_skips and exitstatus == 0:
+        session.exitstatus = 1
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = "\n  ".join(_unexpected_skips)
+        reporter.write_line(f"--strict-skips: {len(_unexpected_skips)} unexpected skip(s):\n  {lines}", red=True)
 _bundles: dict[tuple, Path] = {}
 
 

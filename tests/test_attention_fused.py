@@ -88,7 +88,7 @@ print(json.dumps({"loaded": loaded, "peak": status_mb("VmHWM:")}))
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux: reads /proc/self/status")
 def test_one_8192_token_text_never_holds_the_score_matrix(fp32_path):
     # One [heads, S, S] fp32 score tensor at S = 8192 is 1 GiB for the tiny model's 4 heads.
     out = subprocess.run([sys.executable, "-c", _LONG_RUN, str(fp32_path)],

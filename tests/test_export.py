@@ -10,7 +10,7 @@ from fixture_recipe import make_weights
 from safetensors.numpy import save_file
 
 from edge_embed import Embedder
-from edge_embed.errors import InputError
+from edge_embed.errors import BundleError, InputError
 from export import validate
 from export.checkpoint import CheckpointError
 from export.nomic_bert import NomicBertModel, NomicConfig
@@ -93,7 +93,7 @@ def test_large_models_keep_weights_in_external_data(checkpoint, tmp_path, monkey
     assert "model.fp32.onnx.data" in manifest["files"]
     assert Embedder(out, precision="fp32").embed(["external data"]).shape == (1, 64)
     (out / "model.fp32.onnx.data").write_bytes(b"broken")
-    with pytest.raises(Exception, match="checksum mismatch for .*model.fp32.onnx.data"):
+    with pytest.raises(BundleError, match="checksum mismatch for .*model.fp32.onnx.data"):
         Embedder(out, precision="fp32")
 
 

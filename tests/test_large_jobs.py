@@ -23,7 +23,7 @@ print(before, rss("VmHWM:"), vectors.nbytes / 2**20 * 64 / 32)  # the full-width
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux: reads /proc/self/status")
 def test_a_large_job_peaks_at_a_few_times_its_pooled_states(bundle):
     # Measured at 30k texts: +25 MB over 7 MB of pooled states; holding every text's tokenizers
     # Encoding and a float64 accumulator per text had made it +115 MB.

@@ -80,7 +80,7 @@ print(before, rss(), rss("VmHWM:"))
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux: reads /proc/self/status")
 def test_a_text_longer_than_the_batch_budget_leaves_no_arena_behind(bundle):
     # onnxruntime's arena keeps its largest buffers; without the shrinking run the process would
     # stay at its peak (measured: +46 MB of a 46 MB spike; with it +10 MB of 42 MB).
