@@ -17,7 +17,7 @@ import argparse
 import json
 import statistics
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,6 +30,7 @@ from tokenizers import Tokenizer  # noqa: E402
 from edge_embed import Embedder  # noqa: E402
 from edge_embed.batching import BatchLimits, plan_batches  # noqa: E402
 from edge_embed.bench_texts import WORKLOADS, TextMaker  # noqa: E402
+from edge_embed.measure import alternating_rounds  # noqa: E402
 
 PLANS = {
     "planned": BatchLimits.for_provider("CPUExecutionProvider"),  # what the Embedder uses on CPU
@@ -63,13 +64,11 @@ def main(argv=None) -> None:
         texts = maker.texts(workload, workload.texts, model.max_length)
         lengths = [maker.count(t) for t in texts]
         model.embed(texts[:4])  # warm-up
-        times = {name: [] for name in PLANS}
-        for r in range(args.rounds):
-            for name in list(PLANS)[:: 1 if r % 2 == 0 else -1]:
-                model.batch_limits = PLANS[name]
-                start = time.perf_counter()
-                model.embed(texts)
-                times[name].append(time.perf_counter() - start)
+        def with_plan(limits, texts=texts):
+            model.batch_limits = limits
+            model.embed(texts)
+
+        times = alternating_rounds({name: partial(with_plan, limits) for name, limits in PLANS.items()}, args.rounds)
         tok_s = {name: sum(lengths) / statistics.median(t) for name, t in times.items()}
         speedup = statistics.median(old / new for new, old in zip(times["planned"], times["one-big-batch"]))
         pads = {name: padding(lengths, limits) for name, limits in PLANS.items()}

@@ -23,13 +23,15 @@ import argparse
 import json
 import platform
 import statistics
-import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from roofline import onnx_model, ort_session
+
+from edge_embed.measure import alternating_rounds
 
 SHAPES = [(768, 768), (768, 3072), (3072, 768)]  # v1.5 / v2-moe: q,k,v,out; fc11/fc12; fc2
 
@@ -117,13 +119,10 @@ def measure(rows: int, threads: int, rounds: int) -> dict:
                 continue
             error = float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
             runs[name] = (session, feed, error, [])
-        names = list(runs)
-        for r in range(rounds if names else 0):
-            for name in names[r % len(names):] + names[: r % len(names)]:
-                session, feed, _, times = runs[name]
-                start = time.perf_counter()
-                session.run(None, feed)
-                times.append(time.perf_counter() - start)
+        seconds = alternating_rounds({name: partial(session.run, None, feed)
+                                      for name, (session, feed, _, _) in runs.items()}, rounds)
+        for name, (_, _, _, times) in runs.items():
+            times.extend(seconds[name])
         flops = 2.0 * rows * k * n
         for name, (_, _, error, times) in runs.items():
             out.setdefault(f"{k}x{n}", {})[name] = {

@@ -17,7 +17,7 @@ import argparse
 import json
 import statistics
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,6 +31,7 @@ from tokenizers import Tokenizer  # noqa: E402
 
 from edge_embed import Embedder  # noqa: E402
 from edge_embed.bench_texts import WORKLOADS, TextMaker  # noqa: E402
+from edge_embed.measure import alternating_rounds  # noqa: E402
 
 MODELS = ("v15", "v2moe")
 TARGET = 0.90
@@ -63,12 +64,8 @@ def main(argv=None) -> None:
             texts[key] = maker.texts(workload, workload.texts, models[key].max_length)
             work[key] = sum(roofline.text_flops(flops[key], [maker.count(t) for t in texts[key]]))
             models[key].embed(texts[key][:4])  # warm-up
-        rates = {key: [] for key in MODELS}
-        for r in range(args.rounds):
-            for key in MODELS[:: 1 if r % 2 == 0 else -1]:
-                start = time.perf_counter()
-                models[key].embed(texts[key])
-                rates[key].append(work[key] / (time.perf_counter() - start) / 1e9)
+        seconds = alternating_rounds({key: partial(models[key].embed, texts[key]) for key in MODELS}, args.rounds)
+        rates = {key: [work[key] / s / 1e9 for s in seconds[key]] for key in MODELS}
         per_round = [moe / dense for moe, dense in zip(rates["v2moe"], rates["v15"])]
         ratio = statistics.median(per_round)
         results["workloads"][workload.name] = {"gflops": rates, "ratio_per_round": per_round, "ratio": ratio}

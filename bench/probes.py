@@ -20,10 +20,7 @@ BENCH = Path(__file__).resolve().parent
 
 _PRELUDE = r"""
 import json, resource, sys, time
-def _rss_mb(field="VmRSS:"):
-    for line in open("/proc/self/status"):
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
+from edge_embed.measure import peak_rss_mb, rss_mb
 text = open(sys.argv[2], encoding="utf-8").read()
 spec = json.loads(sys.argv[1])
 """
@@ -34,7 +31,7 @@ from edge_embed import Embedder
 t_import = time.time()
 m = Embedder(spec["bundle"], precision=spec["system"].split("-", 1)[1], providers="cpu",
              threads=spec["threads"])
-t_load = time.time(); rss_load = _rss_mb()
+t_load = time.time(); rss_load = rss_mb()
 vec = m.embed([text])
 """
 
@@ -44,7 +41,7 @@ sys.path.insert(0, spec["bench"])
 import systems
 t_import = time.time()
 s = systems.build(spec)
-t_load = time.time(); rss_load = _rss_mb()
+t_load = time.time(); rss_load = rss_mb()
 s.prepare([text])
 vec = s.embed([text])
 """
@@ -53,8 +50,8 @@ _REPORT = r"""
 t_first = time.time()
 print("BENCH_PROBE " + json.dumps({
     "t_import": t_import, "t_load": t_load, "t_first": t_first, "rss_after_load_mb": rss_load,
-    "rss_after_embed_mb": _rss_mb(),
-    "peak_rss_mb": _rss_mb("VmHWM:"),
+    "rss_after_embed_mb": rss_mb(),
+    "peak_rss_mb": peak_rss_mb(),
     "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "dim": int(vec.shape[-1])}))
 """

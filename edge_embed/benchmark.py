@@ -28,6 +28,7 @@ from pathlib import Path
 
 from edge_embed.bench_texts import WORKLOADS, TextMaker, Workload
 from edge_embed.errors import EdgeEmbedError, InputError, is_int
+from edge_embed.measure import alternating_rounds, peak_rss_mb, rss_mb
 
 SETTLE_S = 0.2  # idle gap before each timed call, so one session's spinning threads have stopped
 COLD_REPEATS = 3  # fresh processes per precision; the median load time is reported
@@ -76,14 +77,8 @@ def throughput(models: dict, texts: list[str], tokens: int, rounds: int) -> dict
     names = list(models)
     for model in models.values():  # warm-up: a provider sets up buffers (GPUs: kernels) per new shape
         model.embed(texts)
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            gc.collect()
-            time.sleep(SETTLE_S)
-            start = time.perf_counter()
-            models[name].embed(texts)
-            seconds[name].append(time.perf_counter() - start)
+    calls = {name: (lambda model=models[name]: model.embed(texts)) for name in names}
+    seconds = alternating_rounds(calls, rounds, settle_s=SETTLE_S)
     out = {}
     for name, times in seconds.items():
         median, best = statistics.median(times), min(times)
@@ -112,28 +107,6 @@ def cold_start(bundle: Path, precision: str, providers: str, threads: int | None
     return got
 
 
-def _rss_mb(field: str = "VmRSS:") -> float | None:
-    """This process's resident memory (Linux /proc); None elsewhere."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def _peak_rss_mb_elsewhere() -> float | None:
-    """Peak RSS where there is no /proc (macOS: ru_maxrss in bytes; other Unixes: KB; Windows: none).
-    Not used on Linux, where ru_maxrss carries over from the parent across fork + exec."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
-
-
 def _cold_child(spec_file: str) -> None:
     spec = json.loads(Path(spec_file).read_text(encoding="utf-8"))
     from edge_embed import Embedder
@@ -141,12 +114,12 @@ def _cold_child(spec_file: str) -> None:
     model = Embedder(spec["bundle"], precision=spec["precision"], providers=spec["providers"],
                      threads=spec["threads"])
     model.embed([spec["first_text"]])
-    out = {"t_first": time.time(), "rss_after_load_mb": _rss_mb()}
+    out = {"t_first": time.time(), "rss_after_load_mb": rss_mb()}
     if spec["long_text"]:
         start = time.perf_counter()
         model.embed([spec["long_text"]])
         out["long_text_s"] = time.perf_counter() - start
-    out["peak_rss_mb"] = _rss_mb("VmHWM:") or _peak_rss_mb_elsewhere()  # this process's own peak
+    out["peak_rss_mb"] = peak_rss_mb()  # this process's own peak
     print("COLD_START " + json.dumps(out), flush=True)
 
 

@@ -78,13 +78,12 @@ def test_matches_torch_on_padded_batches_with_per_text_ntk(checkpoint, fp32_path
 _LONG_RUN = r"""
 import json, sys
 import numpy as np, onnxruntime as ort
-def status_mb(field):
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field)) / 1024
+from edge_embed.measure import peak_rss_mb, rss_mb
 session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
-loaded = status_mb("VmRSS:")
+loaded = rss_mb()
 ids = np.full((1, 8192), 1000, dtype=np.int64)
 session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
-print(json.dumps({"loaded": loaded, "peak": status_mb("VmHWM:")}))
+print(json.dumps({"loaded": loaded, "peak": peak_rss_mb()}))
 """
 
 

@@ -10,16 +10,13 @@ import pytest
 _PEAK_OF_A_LARGE_JOB = r"""
 import sys
 from edge_embed import Embedder
-def rss(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024  # kB -> MB
+from edge_embed.measure import peak_rss_mb, rss_mb
 model = Embedder(sys.argv[1], precision="int8", providers="cpu", threads=2)
 texts = [f"document number {i} talks about topic {i % 97} and more" for i in range(30000)]
 model.embed(texts[:3000], progress=False)  # the arena and the heap at their working size
-before = rss("VmRSS:")
+before = rss_mb()
 vectors = model.embed(texts, task="search_document", dim=32, progress=False)
-print(before, rss("VmHWM:"), vectors.nbytes / 2**20 * 64 / 32)  # the full-width pooled states' size
+print(before, peak_rss_mb(), vectors.nbytes / 2**20 * 64 / 32)  # the full-width pooled states' size
 """
 
 

@@ -68,15 +68,12 @@ def test_unknown_truncation_mode(short_model):
 _RSS_AFTER_ONE_LONG_TEXT = r"""
 import sys, warnings
 from edge_embed import Embedder
-def rss(field="VmRSS:"):
-    for line in open("/proc/self/status"):
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
+from edge_embed.measure import peak_rss_mb, rss_mb
 model = Embedder(sys.argv[1], precision="int8", providers="cpu", threads=2)
 model.embed(["a short text", "and another one"] * 8)  # the arena at the size of ordinary batches
-before = rss()
+before = rss_mb()
 model.embed([" ".join(f"word{i % 97} and more" for i in range(2600))], truncation="chunk")  # 8192 + 8
-print(before, rss(), rss("VmHWM:"))
+print(before, rss_mb(), peak_rss_mb())
 """
 
 
