@@ -39,7 +39,10 @@ def test_embed_binary_jsonl_from_a_file(bundle, tmp_path):
                  str(source), "--output", str(out), "--format", "jsonl", "--binary", "--dim", "32")
     assert result.returncode == 0, result.stderr.decode()
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 2 and all(len(r) == 4 for r in rows)  # trailing blank lines ignored; 32 bits = 4 bytes
+    # trailing blank lines ignored; 32 bits = 4 bytes, the packed sign bits of each line's own embedding
+    want = Embedder(bundle("nomic-v15-tiny"), precision="int8").embed(["first line", "second line"], dim=32,
+                                                                      binary=True)
+    assert rows == want.tolist()
 
 
 def test_rows_are_lines_whatever_else_the_lines_hold(bundle):
@@ -48,13 +51,15 @@ def test_rows_are_lines_whatever_else_the_lines_hold(bundle):
     result = run("-m", "edge_embed.cli", "embed", "--model", str(bundle("nomic-v15-tiny")),
                  stdin="\r\n".join(lines) + "\r\n")
     assert result.returncode == 0, result.stderr.decode()
-    assert np.load(io.BytesIO(result.stdout)).shape == (5, 64)
+    want = Embedder(bundle("nomic-v15-tiny")).embed(lines)
+    np.testing.assert_allclose(np.load(io.BytesIO(result.stdout)), want, atol=1e-6)
 
 
 def test_classic_mac_line_ends_are_lines(bundle):
     result = run("-m", "edge_embed.cli", "embed", "--model", str(bundle("nomic-v15-tiny")), stdin="one\rtwo\rthree\r")
     assert result.returncode == 0, result.stderr.decode()
-    assert np.load(io.BytesIO(result.stdout)).shape == (3, 64)
+    want = Embedder(bundle("nomic-v15-tiny")).embed(["one", "two", "three"])
+    np.testing.assert_allclose(np.load(io.BytesIO(result.stdout)), want, atol=1e-6)
 
 
 def test_npy_goes_to_exactly_the_file_named(bundle, tmp_path):

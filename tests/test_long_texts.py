@@ -19,10 +19,22 @@ def short_model(bundle):
     return Embedder(bundle(NAME), precision="fp32", max_length=48)
 
 
-def test_truncate_warns_with_the_count(short_model):
+def test_truncate_warns_with_the_count_and_keeps_the_head_and_the_closing_token(bundle, short_model):
     with pytest.warns(TruncationWarning, match=r"1 of 2 texts were longer than 48 tokens"):
-        out = short_model.embed(["short", LONG])
-    assert out.shape == (2, 64)
+        out = short_model.embed(["short", LONG], dim=64)
+    # Worked out here: [CLS] + the first 46 content tokens + [SEP], through the model alone, mean, recipe.
+    import onnxruntime as ort
+    import tokenizers
+
+    tok = tokenizers.Tokenizer.from_file(str(bundle(NAME) / "tokenizer.json"))
+    ids = tok.encode(LONG).ids
+    assert len(ids) > 48
+    kept = np.array([ids[:47] + ids[-1:]], dtype=np.int64)
+    session = ort.InferenceSession(str(bundle(NAME) / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
+    pooled = session.run(["last_hidden_state"], {"input_ids": kept, "attention_mask": np.ones_like(kept)})[0][0]
+    pooled = pooled.astype(np.float64).mean(axis=0)
+    normed = (pooled - pooled.mean()) / np.sqrt(pooled.var() + 1e-5)
+    np.testing.assert_allclose(out[1], normed / np.linalg.norm(normed), atol=1e-5)
 
 
 def test_error_mode_rejects_long_texts(short_model):
