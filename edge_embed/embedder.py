@@ -20,7 +20,13 @@ from edge_embed.errors import (
     TruncationWarning,
     is_int,
 )
-from edge_embed.manifest import TASK_ALIASES, TOKENIZER_FILE, read_manifest, verify_files
+from edge_embed.manifest import (
+    TASK_ALIASES,
+    TOKENIZER_FILE,
+    check_model_references,
+    read_manifest,
+    verify_files,
+)
 from edge_embed.pooling import POOLINGS, binarize, matryoshka
 from edge_embed.progress import Progress, is_terminal
 from edge_embed.session import (
@@ -79,6 +85,7 @@ class Embedder:
         session; a missing or corrupted file is reported as such, whatever else failed meanwhile."""
         check_onnxruntime(self.manifest.requires_onnxruntime.get(self.precision), self.precision)
         files = self.manifest.models[self.precision]
+        check_model_references(self.bundle, self.manifest, self.precision)  # before onnxruntime opens it
         checked_files = [TOKENIZER_FILE, *files]
         with ThreadPoolExecutor(max_workers=1) as pool:
             checked = pool.submit(verify_files, self.bundle, self.manifest, checked_files) if verify else None

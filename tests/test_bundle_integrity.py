@@ -87,7 +87,7 @@ def test_incomplete_manifest(copy_bundle):
     (lambda d: d.update(hidden_size=128), "gives 64-wide states but the manifest says hidden size 128"),
     (lambda d: d["matryoshka"].update(max_dim=128), "dims 6..128 do not fit hidden size 64"),
     (lambda d: d["matryoshka"].update(min_dim=100), "dims 100..64 do not fit"),
-    (lambda d: d.update(max_length=0), "max_length 0 is below 8 tokens"),
+    (lambda d: d.update(max_length=0), "max_length is 0, not an integer from 8"),
     (lambda d: d.update(pooling="max"), "pooling 'max' is not one of ['cls', 'mean']"),
     (lambda d: d["files"].pop("model.int8.onnx"), "no checksum for model.int8.onnx"),
     (lambda d: d.update(output="pooled"), "has no output 'pooled'"),
