@@ -113,6 +113,10 @@ class Embedder:
         if isinstance(shape[-1], int) and shape[-1] != self.manifest.hidden_size:
             raise BundleError(f"{onnx_file} gives {shape[-1]}-wide states but the manifest says hidden size "
                               f"{self.manifest.hidden_size}; the manifest does not belong to this model, re-export")
+        vocabulary = self.tokenizer.tokenizer.get_vocab_size(with_added_tokens=True)
+        if self.manifest.pad_token_id >= vocabulary:  # it would fail inside onnxruntime on the first padded batch
+            raise BundleError(f"the manifest's pad_token_id {self.manifest.pad_token_id} is not in the tokenizer's "
+                              f"{vocabulary} tokens; the manifest was edited or damaged, re-export the bundle")
 
     def _continue_on_cpu(self, requested, precision: str, threads: int | None, verify: bool) -> None:
         """onnxruntime-gpu lists CUDA even where it cannot start it (CUDA or cuDNN libraries missing or
