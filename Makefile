@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py --work $(WORK)
 
 eval: $(STAMP)
-	$(PY) scripts/eval_minilm.py --work $(WORK)
+	$(PY) scripts/eval_minilm.py --work $(WORK) $(if $(DATA),--data $(DATA)) $(if $(FETCH),--fetch)
 
 bench: $(STAMP)
 	$(PY) bench/run.py --work $(WORK)/bench
