@@ -30,6 +30,7 @@ TASK_ALIASES = {"query": "search_query", "passage": "search_document", "document
 MAX_HIDDEN = 1 << 16
 MAX_LENGTH = 1 << 20
 MAX_TOKEN_ID = (1 << 31) - 1
+MODEL_PRECISIONS = ("fp32", "int8", "fp16")
 MAX_PREFIX = 4096  # characters; the real prefixes have 7 to 20
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -199,6 +200,9 @@ class Manifest:
             return f"max_length {self.max_length} is below 8 tokens"
         if not self.models or any(not files for files in self.models.values()):
             return "it lists no model file"
+        unknown = sorted(set(self.models) - set(MODEL_PRECISIONS))
+        if unknown:
+            return f"models {unknown} are not among the precisions {list(MODEL_PRECISIONS)}"
         unlisted = [f for files in self.models.values() for f in files if f not in self.files]
         if unlisted or TOKENIZER_FILE not in self.files:
             return f"no checksum for {', '.join(unlisted or [TOKENIZER_FILE])}"

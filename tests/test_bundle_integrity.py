@@ -89,6 +89,7 @@ def test_incomplete_manifest(copy_bundle):
     (lambda d: d["matryoshka"].update(min_dim=100), "dims 100..64 do not fit"),
     (lambda d: d.update(max_length=0), "max_length is 0, not an integer from 8"),
     (lambda d: d.update(pooling="max"), "pooling 'max' is not one of ['cls', 'mean']"),
+    (lambda d: d.update(models={"int4": d["models"]["int8"]}), "models ['int4'] are not among the precisions"),
     (lambda d: d.update(pad_token_id=50000), "pad_token_id 50000 is not in the tokenizer's 30522 tokens"),
     (lambda d: d["files"].pop("model.int8.onnx"), "no checksum for model.int8.onnx"),
     (lambda d: d.update(output="pooled"), "has no output 'pooled'"),
