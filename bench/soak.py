@@ -2,14 +2,15 @@
 
     python bench/soak.py [--bundle build/bench/bundles/v15] [--calls 10000] [--out FILE.json] [--quick]
 
-One Embedder (the full-size v1.5 int8 bundle, CPU) serves CALLS embed calls. Each call draws a
+One Embedder (the full-size v1.5 int8 bundle, CPU, max length 512) serves CALLS embed calls. Each call draws a
 batch size from 1 to 64 and, per text, a length from 1 to 512 tokens, both log-uniform (most
 calls small, as services see them, with a tail of full batches); 5% of the texts are exactly
 the max length, and 5% of the calls send texts of 1.2-3x the max length with truncation="chunk".
 Task, dim and binary vary too. The process's RSS is read from /proc every --sample-every calls.
 Passes when the RSS after the last call is within 5% of the RSS after the first 100 calls.
 The bundle is exported from the random full-size checkpoint of bench/checkpoints.py when missing
-(speed and memory do not depend on the weights' values). --quick: 300 calls, to show it works.
+(speed and memory do not depend on the weights' values). --quick: 150 calls of at most 8 texts, to
+show it works. The full run embeds about 20 million tokens: hours on 2 cores.
 """
 from __future__ import annotations
 
@@ -73,8 +74,8 @@ class TextPool:
         return self.runs[i][: self.offsets[i][content - 1][1]]
 
 
-def plan_call(rng: np.random.Generator, pool: TextPool, low_dim: int, high_dim: int) -> dict:
-    size = log_uniform(rng, 1, 64)
+def plan_call(rng: np.random.Generator, pool: TextPool, low_dim: int, high_dim: int, max_batch: int) -> dict:
+    size = log_uniform(rng, 1, max_batch)
     chunked = rng.random() < 0.05
     texts = []
     for _ in range(size):
@@ -99,7 +100,8 @@ def ensure_bundle(work: Path) -> Path:
     return Path(checkpoints.ensure_bundle(spec, ckpt, work / "bundles" / "v15", None, reuse=True)["path"])
 
 
-def soak(model: Embedder, calls: int, sample_every: int, seed: int, log=print) -> dict:
+def soak(model: Embedder, calls: int, sample_every: int, seed: int, max_batch: int = 64, log=print,
+         partial: Path | None = None) -> dict:
     rng = np.random.default_rng(seed)
     tokenizer = Tokenizer.from_file(str(model.bundle / "tokenizer.json"))
     pool = TextPool(tokenizer, model.max_length, seed)
@@ -108,17 +110,19 @@ def soak(model: Embedder, calls: int, sample_every: int, seed: int, log=print) -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TruncationWarning for the texts over the max length
         for call in range(1, calls + 1):
-            job = plan_call(rng, pool, *model.dims)
+            job = plan_call(rng, pool, *model.dims, max_batch)
             vectors = model.embed(**job)
             assert vectors.shape[0] == len(job["texts"]) and (job["binary"] or np.isfinite(vectors).all())
             tokens += sum(len(e.ids) for e in tokenizer.encode_batch(job["texts"]))
             if call == BASELINE_CALLS:
                 baseline = rss_bytes()
-            if call % sample_every == 0 or call in (1, BASELINE_CALLS, calls):
+            if call % sample_every == 0 or call in (1, 10, BASELINE_CALLS, calls):
                 elapsed = time.perf_counter() - start
                 samples.append({"call": call, "seconds": round(elapsed, 2), "rss_mb": round(rss_bytes() / 2**20, 1)})
                 log(f"[soak] {call}/{calls} calls, {elapsed:.0f} s, {call / elapsed:.2f} calls/s, "
-                    f"RSS {samples[-1]['rss_mb']} MB")
+                    f"RSS {samples[-1]['rss_mb']} MB", flush=True)
+                if partial:  # a run stopped early still leaves its samples
+                    partial.write_text(json.dumps({"tokens": tokens, "samples": samples}) + "\n", encoding="utf-8")
     elapsed = time.perf_counter() - start
     final = rss_bytes()
     result = {"calls": calls, "seconds": elapsed, "calls_per_s": calls / elapsed, "tokens": tokens,
@@ -140,20 +144,33 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=16)
     p.add_argument("--precision", default="int8")
-    p.add_argument("--quick", action="store_true", help="300 calls (sampled every 50): shows the script works")
+    p.add_argument("--max-batch", type=int, default=64, help="largest batch (texts per call)")
+    p.add_argument("--max-length", type=int, default=512,
+                   help="the Embedder's max length (default 512, the model allows 8192): texts reach it, and "
+                   "the chunked calls go past it")
+    p.add_argument("--quick", action="store_true",
+                   help="150 calls of at most 8 texts, sampled every 25: shows the script works")
     p.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = p.parse_args(argv)
     if args.quick:
-        args.calls, args.sample_every = 300, 50
+        args.calls, args.sample_every, args.max_batch = 150, 25, 8
+    if args.bundle is None and not (args.work / "bundles" / "v15" / "edge_embed.json").exists():
+        ensure_bundle(args.work)  # the export's memory would stay in this process's RSS: start afresh
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     bundle = args.bundle or ensure_bundle(args.work)
     before = rss_bytes()
-    model = Embedder(bundle, precision=args.precision, providers="cpu", threads=args.threads)
+    model = Embedder(bundle, precision=args.precision, providers="cpu", threads=args.threads,
+                     max_length=args.max_length)
     print(f"[soak] {model!r}, {args.calls} calls, RSS after loading {rss_bytes() / 2**20:.0f} MB "
           f"(before {before / 2**20:.0f} MB)", flush=True)
-    result = soak(model, args.calls, args.sample_every, args.seed)
+    partial = args.out.with_suffix(".partial.json") if args.out else None
+    if partial:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+    result = soak(model, args.calls, args.sample_every, args.seed, args.max_batch, partial=partial)
     import onnxruntime
 
     result["setup"] = {"bundle": str(bundle), "precision": model.precision, "threads": args.threads,
+                       "max_batch": args.max_batch,
                        "seed": args.seed, "max_length": model.max_length, "python": platform.python_version(),
                        "onnxruntime": onnxruntime.__version__, "machine": platform.machine(),
                        "cpu": _cpu_name(), "command": " ".join(sys.argv)}
