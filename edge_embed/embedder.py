@@ -20,7 +20,13 @@ from edge_embed.errors import (
     TruncationWarning,
     is_int,
 )
-from edge_embed.manifest import TASK_ALIASES, TOKENIZER_FILE, read_manifest, verify_files
+from edge_embed.manifest import (
+    TASK_ALIASES,
+    TOKENIZER_FILE,
+    check_model_references,
+    read_manifest,
+    verify_files,
+)
 from edge_embed.pooling import POOLINGS, binarize, matryoshka
 from edge_embed.progress import Progress, is_terminal
 from edge_embed.session import (
@@ -79,6 +85,7 @@ class Embedder:
         session; a missing or corrupted file is reported as such, whatever else failed meanwhile."""
         check_onnxruntime(self.manifest.requires_onnxruntime.get(self.precision), self.precision)
         files = self.manifest.models[self.precision]
+        check_model_references(self.bundle, self.manifest, self.precision)  # before onnxruntime opens it
         checked_files = [TOKENIZER_FILE, *files]
         with ThreadPoolExecutor(max_workers=1) as pool:
             checked = pool.submit(verify_files, self.bundle, self.manifest, checked_files) if verify else None
@@ -106,6 +113,10 @@ class Embedder:
         if isinstance(shape[-1], int) and shape[-1] != self.manifest.hidden_size:
             raise BundleError(f"{onnx_file} gives {shape[-1]}-wide states but the manifest says hidden size "
                               f"{self.manifest.hidden_size}; the manifest does not belong to this model, re-export")
+        vocabulary = self.tokenizer.tokenizer.get_vocab_size(with_added_tokens=True)
+        if self.manifest.pad_token_id >= vocabulary:  # it would fail inside onnxruntime on the first padded batch
+            raise BundleError(f"the manifest's pad_token_id {self.manifest.pad_token_id} is not in the tokenizer's "
+                              f"{vocabulary} tokens; the manifest was edited or damaged, re-export the bundle")
 
     def _continue_on_cpu(self, requested, precision: str, threads: int | None, verify: bool) -> None:
         """onnxruntime-gpu lists CUDA even where it cannot start it (CUDA or cuDNN libraries missing or

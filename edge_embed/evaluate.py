@@ -4,7 +4,7 @@ The model is any object with
 ``embed(texts: list[str], task: str | None = None, dim: int | None = None) -> np.ndarray``
 returning float32 rows of shape (n, dim) with unit L2 norm.
 
-Data layouts are those of ``shared/data/README.md``:
+Data layouts (those of the public datasets as ``scripts/eval_data.py`` and docs/eval_data.md describe them):
 
 * STS ``pairs.tsv``: header ``sentence1<TAB>sentence2<TAB>score``, no quoting.
 * Retrieval folder: ``corpus.jsonl`` ({"_id", "title", "text"}), ``queries.jsonl``

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from edge_embed.errors import BundleError
+from edge_embed.errors import BundleError, is_int
+from edge_embed.onnx_refs import NotOnnx, external_data_locations
 from edge_embed.pooling import POOLINGS
 
 MANIFEST_NAME = "edge_embed.json"
@@ -24,6 +26,55 @@ FORMAT_VERSION = 1
 TASKS = ("search_query", "search_document", "clustering", "classification")
 # The v2 sentence-transformers prompt names, accepted as aliases.
 TASK_ALIASES = {"query": "search_query", "passage": "search_document", "document": "search_document"}
+# Bounds no real model comes near; past them a damaged manifest would ask for absurd memory.
+MAX_HIDDEN = 1 << 16
+MAX_LENGTH = 1 << 20
+MAX_TOKEN_ID = (1 << 31) - 1
+MODEL_PRECISIONS = ("fp32", "int8", "fp16")
+MAX_PREFIX = 4096  # characters; the real prefixes have 7 to 20
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _field(data: dict, key: str, kind: type, where: str = ""):
+    value = data[key]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise TypeError(f"{where}{key} is {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+def _integer(data: dict, key: str, low: int, high: int, where: str = "") -> int:
+    value = data[key]
+    if not is_int(value) or not low <= value <= high:
+        raise ValueError(f"{where}{key} is {value!r:.40}, not an integer from {low} to {high}")
+    return int(value)
+
+
+def _epsilon(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(f"matryoshka.layer_norm_eps is {value!r:.40}, not a number between 0 and 1")
+    return float(value)
+
+
+def _str_map(data: dict, key: str, valid, default=None) -> dict:
+    value = data.get(key, default) if default is not None else data[key]
+    if not isinstance(value, dict):
+        raise TypeError(f"{key} is {type(value).__name__}, not an object")
+    for name, item in value.items():
+        if not valid(item):
+            raise ValueError(f"{key}[{name!r:.60}] is {item!r:.60}")
+    return dict(value)
+
+
+def _names(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(name, str) for name in value)
+
+
+def _requirement(value) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("version"), str) and isinstance(value.get("why", ""), str)
+
+
+def _reason(exc: Exception) -> str:
+    return f"no {exc.args[0]!r} field" if isinstance(exc, KeyError) else str(exc)
 
 
 @dataclass(frozen=True)
@@ -94,32 +145,36 @@ class Manifest:
                 "or install the edge-embed release that wrote it"
             )
         try:
-            mat = data["matryoshka"]
+            mat = _field(data, "matryoshka", dict)
             known = {
                 "format", "format_version", "family", "hidden_size", "max_length", "pad_token_id",
                 "pooling", "matryoshka", "prefixes", "inputs", "output", "models", "files", "requires_onnxruntime",
             }
             manifest = cls(
-                family=data["family"],
-                hidden_size=int(data["hidden_size"]),
-                max_length=int(data["max_length"]),
-                pad_token_id=int(data["pad_token_id"]),
-                prefixes=dict(data["prefixes"]),
+                family=_field(data, "family", str),
+                hidden_size=_integer(data, "hidden_size", 1, MAX_HIDDEN),
+                max_length=_integer(data, "max_length", 8, MAX_LENGTH),
+                pad_token_id=_integer(data, "pad_token_id", 0, MAX_TOKEN_ID),
+                prefixes=_str_map(data, "prefixes", lambda value: isinstance(value, str)),
                 matryoshka=Matryoshka(
-                    int(mat["min_dim"]), int(mat["max_dim"]), bool(mat["layer_norm"]),
-                    float(mat.get("layer_norm_eps", 1e-5)),
+                    _integer(mat, "min_dim", 1, MAX_HIDDEN, "matryoshka."),
+                    _integer(mat, "max_dim", 1, MAX_HIDDEN, "matryoshka."),
+                    _field(mat, "layer_norm", bool, "matryoshka."),
+                    _epsilon(mat.get("layer_norm_eps", 1e-5)),
                 ),
-                models={k: list(v) for k, v in data["models"].items()},
-                files=dict(data["files"]),
-                input_names=tuple(data["inputs"]),
-                output_name=data["output"],
+                models={k: list(v) for k, v in _str_map(data, "models", _names).items()},
+                files=_str_map(data, "files", lambda value: isinstance(value, str) and SHA256.fullmatch(value)),
+                input_names=tuple(_field(data, "inputs", list)),
+                output_name=_field(data, "output", str),
                 pooling=data.get("pooling", "mean"),
                 requires_onnxruntime={k: {"version": str(v["version"]), "why": str(v.get("why", ""))}
-                                      for k, v in data.get("requires_onnxruntime", {}).items()},
+                                      for k, v in _str_map(data, "requires_onnxruntime", _requirement,
+                                                           {}).items()},
                 extra={k: v for k, v in data.items() if k not in known},
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise BundleError(f"{MANIFEST_NAME} is incomplete or malformed ({exc!r}); re-export the bundle") from exc
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise BundleError(f"{MANIFEST_NAME} is incomplete or malformed ({_reason(exc)}); "
+                              "re-export the bundle") from exc
         problem = manifest.inconsistency()
         if problem:
             raise BundleError(f"{MANIFEST_NAME} is inconsistent: {problem}; the file was edited or damaged, "
@@ -129,7 +184,15 @@ class Manifest:
     def inconsistency(self) -> str | None:
         """What no exported bundle can have (the manifest itself carries no checksum)."""
         mat = self.matryoshka
-        if self.pooling not in POOLINGS:
+        for name in [*self.files, *(name for names in self.models.values() for name in names)]:
+            problem = uncontained(name)
+            if problem:
+                return f"it names the file {name!r}, {problem}"
+        if any(len(prefix) > MAX_PREFIX for prefix in self.prefixes.values()):
+            return f"a task prefix is longer than {MAX_PREFIX} characters"
+        if not all(isinstance(name, str) for name in self.input_names):
+            return f"inputs {list(self.input_names)!r} are not all names"
+        if not isinstance(self.pooling, str) or self.pooling not in POOLINGS:
             return f"pooling {self.pooling!r} is not one of {sorted(POOLINGS)}"
         if self.hidden_size < 1 or not 1 <= mat.min_dim <= mat.max_dim <= self.hidden_size:
             return f"dims {mat.min_dim}..{mat.max_dim} do not fit hidden size {self.hidden_size}"
@@ -137,10 +200,63 @@ class Manifest:
             return f"max_length {self.max_length} is below 8 tokens"
         if not self.models or any(not files for files in self.models.values()):
             return "it lists no model file"
+        unknown = sorted(set(self.models) - set(MODEL_PRECISIONS))
+        if unknown:
+            return f"models {unknown} are not among the precisions {list(MODEL_PRECISIONS)}"
         unlisted = [f for files in self.models.values() for f in files if f not in self.files]
         if unlisted or TOKENIZER_FILE not in self.files:
             return f"no checksum for {', '.join(unlisted or [TOKENIZER_FILE])}"
         return None
+
+
+def uncontained(name: str) -> str | None:
+    """Why a file name a bundle lists is not a plain relative path inside the bundle, or None.
+
+    Checked the same way on every OS (a bundle moves between machines): no absolute path or
+    drive letter (POSIX or Windows), no `..` part, no backslash, no empty or NUL name. A listed
+    file may itself be a symlink (the Hugging Face cache's snapshots are); its name may not leave."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        return "which is not a file name"
+    if "\\" in name:
+        return "which has a backslash (bundles use / between folders)"
+    windows = PureWindowsPath(name)
+    if PurePosixPath(name).is_absolute() or windows.drive or windows.root:
+        return "an absolute path (a bundle's files are named relative to its directory)"
+    if ".." in PurePosixPath(name).parts:
+        return "which leaves the bundle directory through '..'"
+    if name.strip("./") == "":
+        return "which is the bundle directory itself"
+    return None
+
+
+def check_contained(name: str, what: str) -> None:
+    """BundleError for a name that uncontained() refuses; `what` says where the name came from."""
+    problem = uncontained(name)
+    if problem:
+        raise BundleError(f"{what} names the file {name!r}, {problem}; a bundle's files must lie inside "
+                          "its directory. Do not use this bundle: re-export it, or ask its author for one that "
+                          "does not point elsewhere")
+
+
+def check_model_references(bundle: Path, manifest: Manifest, precision: str) -> None:
+    """Every external-data location inside the precision's ONNX file must be a contained name that
+    the manifest lists for that precision (so its checksum is checked too). Runs before
+    onnxruntime opens the file: onnxruntime would read whatever the locations name."""
+    files = manifest.models[precision]
+    path = Path(bundle) / files[0]
+    if not path.is_file():
+        raise BundleError(f"bundle file {path} is missing; copy the whole bundle directory or re-export it")
+    try:
+        locations = external_data_locations(path)
+    except (NotOnnx, OSError, ValueError) as exc:
+        verify_files(bundle, manifest, [files[0]])  # a damaged copy: say so, as the checksum tells
+        raise BundleError(f"{path} is not a readable ONNX file ({exc}); the bundle is corrupted, "
+                          "re-copy or re-export it") from None
+    for location in dict.fromkeys(locations):
+        check_contained(location, f"the external data of {files[0]}")
+        if location.removeprefix("./") not in files[1:]:
+            raise BundleError(f"{files[0]} keeps tensors in {location!r}, which the manifest does not list for "
+                              f"{precision}; the bundle is inconsistent, re-export it")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

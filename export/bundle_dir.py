@@ -2,6 +2,7 @@
 inside it and moved in last, and only an earlier bundle's own files ever removed."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -11,6 +12,7 @@ from edge_embed.errors import EdgeEmbedError, InputError
 from edge_embed.manifest import MANIFEST_NAME, read_manifest
 
 STAGING_PREFIX = ".edge-embed-staging-"  # inside the bundle directory, so the final moves are renames
+LOCK_NAME = ".edge-embed-lock"
 
 
 def staging_prefix() -> str:
@@ -58,12 +60,42 @@ def _bundle_files(out: Path) -> set[str]:
         return set()
 
 
+@contextlib.contextmanager
+def install_lock(out: Path):
+    """An exclusive lock on the bundle directory while files are moved in: two exports to the same
+    --out at once install one after the other, so the directory holds one whole bundle (the
+    later one), never one's models beside the other's manifest. Released when the process dies.
+    POSIX locks the directory itself (no file left behind); elsewhere a lock file in it."""
+    if os.name == "posix":
+        import fcntl
+
+        descriptor = os.open(out, os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # releases the lock
+        return
+    import msvcrt  # pragma: no cover - Windows
+
+    with open(out / LOCK_NAME, "a+b") as handle:  # pragma: no cover
+        while True:
+            try:
+                msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)  # itself retries for 10 s
+                break
+            except OSError:
+                continue
+        yield
+
+
 def install_bundle(staging: Path, out: Path, files: dict[str, str]) -> None:
     """Move the staged bundle into `out`, then remove the files of an earlier bundle there that
-    this one does not list. Only files that bundle's manifest listed: `out` may hold anything else."""
-    earlier = _bundle_files(out)
-    for path in staging.iterdir():
-        shutil.move(str(path), out / path.name)
-    for name in sorted(earlier - set(files) - {MANIFEST_NAME, "validation.json"}):
-        (out / name).unlink(missing_ok=True)
-        print(f"[export] removed {name}, left by an earlier bundle in {out}", file=sys.stderr, flush=True)
+    this one does not list. Only files that bundle's manifest listed: `out` may hold anything else.
+    The manifest moves last, so a reader never finds a new manifest before its files."""
+    with install_lock(out):
+        earlier = _bundle_files(out)
+        for path in sorted(staging.iterdir(), key=lambda p: p.name == MANIFEST_NAME):
+            shutil.move(str(path), out / path.name)
+        for name in sorted(earlier - set(files) - {MANIFEST_NAME, "validation.json"}):
+            (out / name).unlink(missing_ok=True)
+            print(f"[export] removed {name}, left by an earlier bundle in {out}", file=sys.stderr, flush=True)

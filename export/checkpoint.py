@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from edge_embed.errors import EdgeEmbedError
+from edge_embed.manifest import uncontained
 
 
 class CheckpointError(EdgeEmbedError):
@@ -68,6 +69,10 @@ def load_state_dict(src: Path) -> dict[str, torch.Tensor]:
         files = [single]
     elif index.exists():
         shards = sorted(set(read_json(index)["weight_map"].values()))
+        for name in shards:  # the bundle's containment rule, for the checkpoint a stranger sent
+            problem = uncontained(name)
+            if problem:
+                raise CheckpointError(f"{index} names the shard {name!r}, {problem}; shards must lie in {src}")
         files = [src / name for name in shards]
     else:
         found = ", ".join(sorted(p.name for p in src.iterdir())) or "nothing"
@@ -80,7 +85,8 @@ def load_state_dict(src: Path) -> dict[str, torch.Tensor]:
         try:
             tensors.update(load_file(str(file)))
         except Exception as exc:
-            raise CheckpointError(f"cannot read {file}: {exc}") from exc
+            raise CheckpointError(f"cannot read {file}: it is truncated or corrupted ({exc}); download or copy "
+                                  "it again") from exc
     return tensors
 
 

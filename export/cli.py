@@ -32,6 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8-scheme", choices=INT8_SCHEMES, default="dynamic",
                    help="dynamic (default): fastest, activations quantized per batch; blockwise: about half its "
                    "speed, closer to fp32, nearly the same vector for a text in any batch")
+    p.add_argument("--int8-min-cosine", type=float, default=0.98,
+                   help="validation gate: int8's min cosine to fp32 over the validation texts (default 0.98)")
+    p.add_argument("--int8-on-failure", choices=("error", "omit"), default="error",
+                   help="when int8 misses the gate: error (default, no bundle written) or omit (the bundle is "
+                   "written without int8, with a warning)")
     p.add_argument("--fp16", action="store_true", help="also write an fp16 model (for CUDA; auto picks it on GPU)")
     p.add_argument("--no-validate", action="store_true", help="skip the parity check (not recommended)")
 
@@ -48,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         rotary_scaling_factor=args.rotary_scaling_factor, int8=not args.no_int8, int8_scheme=args.int8_scheme,
         fp16=args.fp16,
         validate=not args.no_validate, revision=args.revision,
+        int8_min_cosine=args.int8_min_cosine, int8_on_failure=args.int8_on_failure,
     )
     try:
         export_bundle(args.src, args.out, options)

@@ -1,6 +1,6 @@
 """NomicBERT (nomic-embed-text-v1.5 and nomic-embed-text-v2-moe) in plain PyTorch.
 
-Read it next to ../shared/docs/nomic_architecture.md section 3: every step here is one line of
+Read it next to docs/architecture.md ("The forward pass"): every step here is one line of
 the upstream forward. Module and parameter names equal the checkpoint keys, so the real
 `model.safetensors` loads with `load_state_dict(strict=True)` and no renaming.
 

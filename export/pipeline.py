@@ -13,16 +13,24 @@ import torch
 
 import edge_embed
 from edge_embed.errors import InputError
-from edge_embed.manifest import TOKENIZER_FILE, Manifest, Matryoshka, sha256_file, write_manifest
+from edge_embed.manifest import (
+    TOKENIZER_FILE,
+    Manifest,
+    Matryoshka,
+    check_model_references,
+    sha256_file,
+    write_manifest,
+)
 from export import INT8_SCHEMES, MOE_MODES, families
 from export.bundle_dir import install_bundle, prepare_output, staging_prefix
 from export.checkpoint import CheckpointError, load_state_dict, read_config, resolve_source
 from export.fp16 import convert_fp16
+from export.memory_check import check_fits
 from export.moe_fused import QMOE_MIN_ONNXRUNTIME
 from export.nomic_bert import rotary_base
 from export.onnx_export import INPUTS, OUTPUT, export_fp32
 from export.quantize import quantize_int8
-from export.validate import ValidationError, validate_bundle
+from export.validate import INT8_MIN_COSINE, ValidationError, validate_bundle
 
 
 @dataclass
@@ -36,6 +44,8 @@ class ExportOptions:
     fp16: bool = False  # for GPU bundles
     validate: bool = True
     revision: str | None = None
+    int8_min_cosine: float = INT8_MIN_COSINE  # int8's worst validation text against fp32
+    int8_on_failure: str = "error"  # or "omit": write the bundle without int8, with a warning
 
 
 def log(message: str) -> None:
@@ -83,6 +93,10 @@ def check_options(options: ExportOptions, family: families.Family, config: dict)
         if family is not families.V2_MOE:
             raise InputError(f"the MoE graph form applies to MoE checkpoints (v2-moe) only; this is a "
                              f"{family.name} checkpoint: leave --moe out")
+    if not 0 <= options.int8_min_cosine <= 1:
+        raise InputError(f"int8 min cosine must be from 0 to 1, not {options.int8_min_cosine}")
+    if options.int8_on_failure not in ("error", "omit"):
+        raise InputError(f"int8_on_failure must be 'error' or 'omit', not {options.int8_on_failure!r}")
     if options.int8_scheme not in INT8_SCHEMES:
         raise InputError(f"int8_scheme must be one of {INT8_SCHEMES}, not {options.int8_scheme!r}")
     if options.min_dim is not None and not 1 <= options.min_dim <= hidden:
@@ -108,20 +122,21 @@ def export_bundle(src: str, out: Path, options: ExportOptions | None = None) -> 
     if options.rotary_scaling_factor is not None:
         config = {**config, "rotary_scaling_factor": options.rotary_scaling_factor}
     family = families.detect_family(config)
+    check_fits(config)  # before any weight is read
     check_options(options, family, config)
     options = replace(options, moe=options.moe or "sparse")
     pooling = families.pooling(source)
     out = Path(out)
     created = prepare_output(out)
     try:
-        return _export(source, out, config, family, options, pooling)
+        return _export(src, source, out, config, family, options, pooling)
     except BaseException:  # also Ctrl-C: no empty directory left where none was
         if created and not any(out.iterdir()):
             out.rmdir()
         raise
 
 
-def _export(source: Path, out: Path, config: dict, family: families.Family, options: ExportOptions,
+def _export(src: str, source: Path, out: Path, config: dict, family: families.Family, options: ExportOptions,
             pooling: str) -> dict:
     log(f"[export] {source} -> {out} ({family.name})")
     model = family.build(config, load_state_dict(source), options.moe)
@@ -138,15 +153,40 @@ def _export(source: Path, out: Path, config: dict, family: families.Family, opti
         if options.fp16:
             models["fp16"] = convert_fp16(staging / "model.fp32.onnx", staging / "model.fp16.onnx")
             log(f"[export] fp16 ONNX written ({_megabytes(staging, models['fp16'])} MB)")
-        manifest = _manifest(family, config, source, staging, models, options, pad_id, pooling)
+        manifest = _manifest(family, config, source, source_record(src, source, options.revision), staging,
+                             models, options, pad_id, pooling)
+        for precision in models:  # the runtime's own containment check, on what was written
+            check_model_references(staging, manifest, precision)
         write_manifest(staging, manifest)
-        report = validate_bundle(model, staging, config) if options.validate else {"skipped": True}
+        report = (validate_bundle(model, staging, config, source, options.int8_min_cosine) if options.validate
+                  else {"skipped": True})
         if report.get("failed"):  # nothing is written: a bundle that loads must be a correct one
             raise ValidationError(f"validation failed, no bundle written: {report['failed']}; "
                                   f"figures: {json.dumps(report['precisions'])}")
+        if report.get("int8_failed") and options.int8_on_failure != "omit":
+            raise ValidationError(f"validation failed, no bundle written: {report['int8_failed']}. Try "
+                                  "--int8-scheme blockwise, lower --int8-min-cosine, or pass --int8-on-failure omit "
+                                  "to write the bundle without int8")
+        if report.get("int8_failed"):
+            for name in models.pop("int8"):
+                (staging / name).unlink()
+            manifest = _manifest(family, config, source, source_record(src, source, options.revision), staging,
+                                 models, options, pad_id, pooling)
+            write_manifest(staging, manifest)
+            report["int8_omitted"] = report["int8_failed"]
+            log(f"[export] WARNING: THE BUNDLE HAS NO INT8 MODEL: {report['int8_failed']}")
         (staging / "validation.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         install_bundle(staging, out, manifest.files)
     return report
+
+
+def source_record(src: str, source: Path, revision: str | None) -> dict:
+    """Where the weights came from, as a stranger may read it: the hub id and revision (the snapshot
+    folder's name is the commit), or the checkpoint folder's name; never a path of this machine."""
+    if Path(src).is_dir():
+        return {"name": Path(src).resolve().name}
+    commit = source.name if source.parent.name == "snapshots" else None
+    return {"hub_id": src, "revision": revision or commit, **({"commit": commit} if commit else {})}
 
 
 def _vocab_size(model: torch.nn.Module) -> int:
@@ -157,12 +197,13 @@ def _megabytes(folder: Path, names: list[str]) -> int:
     return round(sum((folder / name).stat().st_size for name in names) / 1e6)
 
 
-def _manifest(family, config, source, staging, models, options, pad_id: int, pooling: str) -> Manifest:
+def _manifest(family, config, source: Path, record: dict, staging, models, options, pad_id: int,
+              pooling: str) -> Manifest:
     hidden = families.hidden_size(config)
     files = {name: sha256_file(staging / name) for names in models.values() for name in names}
     files[TOKENIZER_FILE] = sha256_file(staging / TOKENIZER_FILE)
     extra = {
-        "source": {"path": str(source), "model_type": config.get("model_type"),
+        "source": {**record, "model_type": config.get("model_type"),
                    "architectures": config.get("architectures")},
         "validation": "validation.json",
         "tools": {"edge_embed": edge_embed.__version__, "torch": torch.__version__,

@@ -15,8 +15,10 @@ from edge_embed.batching import pad
 from edge_embed.errors import EdgeEmbedError, NonFiniteError
 from edge_embed.manifest import read_manifest
 from edge_embed.pooling import POOLINGS, matryoshka
+from export.st_reference import ST_MIN_COSINE, sentence_transformers_figures
 
 FP32_MAX_ABS = 1e-4  # on unit-norm full-width embeddings
+INT8_MIN_COSINE = 0.98  # the default gate: int8's worst text against fp32
 
 TEXTS = [
     "Hello!",
@@ -127,9 +129,13 @@ def routing_agreement(reference: list, candidate: list) -> dict:
     }
 
 
-def validate_bundle(model, bundle, config: dict) -> dict:
-    """Run every precision of the bundle on the validation texts; fail loudly on fp32 drift."""
-    report: dict = {"texts": 0, "precisions": {}}
+def validate_bundle(model, bundle, config: dict, source=None, int8_min_cosine: float = INT8_MIN_COSINE) -> dict:
+    """Run every precision of the bundle on the validation texts; fail loudly on fp32 drift.
+
+    report["failed"] says why no bundle may be written; report["int8_failed"] why the int8 model
+    may not (its min cosine to fp32 below int8_min_cosine). With `source` (the checkpoint folder),
+    fp32 is also compared with sentence-transformers where it can run the checkpoint."""
+    report: dict = {"texts": 0, "precisions": {}, "int8_min_cosine": int8_min_cosine}
     reference_routes = None
     written = read_manifest(bundle).models
     for precision in [p for p in ("fp32", "int8", "fp16") if p in written]:  # fp16 checked on CPU here
@@ -156,10 +162,30 @@ def validate_bundle(model, bundle, config: dict) -> dict:
             figures["routing"] = routing_agreement(reference_routes, routes)
         report["precisions"][precision] = figures
         print(f"[validate] {precision}: " + _line(figures), flush=True)
-    failed = verdict(report["precisions"])
+        if precision == "fp32" and source is not None:
+            report["sentence_transformers"] = sentence_transformers_figures(source, embedder, texts)
+            print(f"[validate] fp32 vs sentence-transformers: {_st_line(report['sentence_transformers'])}", flush=True)
+    failed = verdict(report["precisions"]) or st_verdict(report.get("sentence_transformers", {}))
     if failed:
         report["failed"] = failed
+    int8 = report["precisions"].get("int8", {})
+    if "min_cosine" in int8 and not int8["min_cosine"] >= int8_min_cosine:
+        report["int8_failed"] = (f"int8's min cosine to fp32 is {int8['min_cosine']:.4f}, below the "
+                                 f"{int8_min_cosine} required")
     return report
+
+
+def st_verdict(figures: dict) -> str | None:
+    if "min_cosine" in figures and not figures["min_cosine"] >= ST_MIN_COSINE:
+        return (f"fp32 differs from sentence-transformers {figures['version']} (min cosine "
+                f"{figures['min_cosine']:.6f} < {ST_MIN_COSINE}): the tokenizer, pooling or normalization differs")
+    return None
+
+
+def _st_line(figures: dict) -> str:
+    if "skipped" in figures:
+        return f"not compared: {figures['skipped']}"
+    return f"max-abs {figures['max_abs']:.2e}, min cosine {figures['min_cosine']:.6f}"
 
 
 def verdict(precisions: dict[str, dict]) -> str | None:

@@ -1,7 +1,8 @@
 """`make eval`: STS-B Spearman and SciFact nDCG@10 of the MiniLM bundle: fp32, int8 (the default
 dynamic scheme) and int8 with the blockwise scheme (`--int8-scheme blockwise`).
 
-Full SciFact takes about 15 minutes per model on 2 cores. Data: ../shared/data (or --data).
+Full SciFact takes about 15 minutes per model on 2 cores. Data: --data FOLDER (default WORK/eval-data),
+or --fetch to download the public test sets there first (scripts/eval_data.py; licences in docs/eval_data.md).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from eval_data import DataError, check_data, fetch
 from minilm import minilm_bundle
 
 from edge_embed import Embedder
@@ -21,10 +23,18 @@ from edge_embed.evaluate import evaluate
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--work", type=Path, default=Path("build"))
-    p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+    p.add_argument("--data", type=Path, help="folder with stsb/ and scifact/ (default: WORK/eval-data)")
+    p.add_argument("--fetch", action="store_true",
+                   help="download the public STS-B and SciFact test sets into --data first (needs a network)")
     p.add_argument("--limit", type=int, help="first N STS pairs / N documents only (quick look)")
     p.add_argument("--threads", type=int)
     args = p.parse_args()
+    data = args.data or args.work / "eval-data"
+    try:
+        args.data = fetch(data) if args.fetch and missing_data(data) else check_data(data)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     models = {"fp32": (minilm_bundle(args.work), "fp32"), "int8": (minilm_bundle(args.work), "int8"),
               "int8_blockwise": (minilm_bundle(args.work, "blockwise"), "int8")}
     results = {}
@@ -44,6 +54,12 @@ def main() -> int:
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"written to {out}")
     return 0 if worst <= 0.01 else 1
+
+
+def missing_data(folder: Path) -> bool:
+    from eval_data import missing_files
+
+    return bool(missing_files(folder))
 
 
 if __name__ == "__main__":

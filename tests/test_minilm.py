@@ -39,6 +39,9 @@ def test_fp32_matches_sentence_transformers(minilm):
     assert got.shape == (5, 384)
     assert (got * reference).sum(axis=1).min() >= 0.9999
     assert report["precisions"]["fp32"]["max_abs"] < 1e-5
+    # the export's own check against sentence-transformers (its tokenizer, pooling, normalization)
+    assert report["sentence_transformers"]["min_cosine"] >= 0.9999
+    assert report["sentence_transformers"]["max_abs"] < 1e-4
 
 
 PARAPHRASES = [

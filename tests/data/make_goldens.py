@@ -1,10 +1,11 @@
-"""Regenerate tests/data/<name>/ from the shared fixtures (needs /work/shared, tests do not).
+"""Regenerate tests/data/<name>/ from reference fixtures (a maintainer's tool: it needs the folder of
+reference outputs computed with the upstream model code; the tests never run it).
 
 Copies the small JSON files of each fixture and writes golden.npz, a small extract of
 reference.npz: embeddings, token ids, lengths, RoPE bases and (v2) top-2 expert choices.
 Hidden states and router probabilities are left out to keep the files small.
 
-    python tests/data/make_goldens.py [--shared /work/shared/fixtures]
+    python tests/data/make_goldens.py --shared FIXTURES_DIR
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def extract(ref: np.lib.npyio.NpzFile) -> dict[str, np.ndarray]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", type=Path, default=Path("/work/shared/fixtures"))
+    ap.add_argument("--shared", type=Path, required=True, help="folder of the reference fixtures, one per name")
     args = ap.parse_args()
     for name in FIXTURES:
         src, dst = args.shared / name, HERE / name
