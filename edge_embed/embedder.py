@@ -20,7 +20,7 @@ from edge_embed.errors import (
     TruncationWarning,
     is_int,
 )
-from edge_embed.manifest import TASK_ALIASES, TOKENIZER_FILE, read_manifest, verify_files
+from edge_embed.manifest import TASK_ALIASES, TOKENIZER_FILE, lean_tokenizer_file, read_manifest, verify_files
 from edge_embed.pooling import POOLINGS, binarize, matryoshka
 from edge_embed.progress import Progress, is_terminal
 from edge_embed.session import (
@@ -79,11 +79,13 @@ class Embedder:
         session; a missing or corrupted file is reported as such, whatever else failed meanwhile."""
         check_onnxruntime(self.manifest.requires_onnxruntime.get(self.precision), self.precision)
         files = self.manifest.models[self.precision]
-        checked_files = [TOKENIZER_FILE, *files]
+        lean = lean_tokenizer_file(self.manifest)
+        checked_files = [TOKENIZER_FILE, *([lean] if lean else []), *files]
         with ThreadPoolExecutor(max_workers=1) as pool:
             checked = pool.submit(verify_files, self.bundle, self.manifest, checked_files) if verify else None
             try:
-                self.tokenizer = TextTokenizer(self.bundle / TOKENIZER_FILE, self.max_length)
+                self.tokenizer = TextTokenizer(self.bundle / TOKENIZER_FILE, self.max_length,
+                                               lean=self.bundle / lean if lean else None)
                 self.session = create_session(self.bundle / files[0], self.providers, threads)
             finally:
                 if checked is not None:

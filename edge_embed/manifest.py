@@ -143,6 +143,23 @@ class Manifest:
         return None
 
 
+def lean_tokenizer_file(manifest: Manifest) -> str | None:
+    """The file the runtime tokenizes with in place of tokenizer.json, if the bundle carries one
+    (`"tokenizer": {"runtime": {"kind": "unigram", "file": ...}}`, written at export from
+    tokenizer.json). Bundles without it, or with a kind this release does not know, use tokenizer.json."""
+    runtime = manifest.extra.get("tokenizer", {}).get("runtime") if isinstance(manifest.extra.get("tokenizer"),
+                                                                                dict) else None
+    if not isinstance(runtime, dict) or runtime.get("kind") != "unigram":
+        return None
+    name = runtime.get("file")
+    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+        raise BundleError(f"{MANIFEST_NAME} names tokenizer file {name!r}, not a file inside the bundle; "
+                          "re-export the bundle")
+    if name not in manifest.files:
+        raise BundleError(f"no checksum for {name} in {MANIFEST_NAME}; the bundle is inconsistent, re-export it")
+    return name
+
+
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -84,7 +84,7 @@ def test_fp16_bundle_keeps_rotary_and_routing_in_fp32(checkpoint, tmp_path):
 def test_large_models_keep_weights_in_external_data(checkpoint, tmp_path, monkeypatch):
     from export import onnx_export
 
-    monkeypatch.setattr(onnx_export, "TWO_GB", 1 << 20)  # pretend the 8 MB tiny model is "over 2 GB"
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 1 << 20)  # the 8 MB tiny model counts as large
     out = tmp_path / "bundle"
     export_bundle(str(checkpoint("nomic-v15-tiny")), out, ExportOptions(int8=False))
     manifest = json.loads((out / "edge_embed.json").read_text())
