@@ -2,10 +2,10 @@
 
 The `tokenizers` library builds a byte trie of hash maps for a Unigram vocabulary: XLM-R's 250k
 pieces cost ~290 MB of RSS and 0.6-1.7 s to load. Here the pieces live in one Python dict and
-their scores in one array (~40 MB, ~0.1 s from the bundle's `tokenizer.unigram.json`), and only
-the Viterbi search over each word is done in Python. Everything else is the `tokenizers`
-library's own code: the normalizer, the splits, the alignments that give the offsets and the
-template that adds the special tokens, so ids, offsets and the special-tokens mask are those
+their scores in one array (read from the bundle's `tokenizer.unigram.json`), and each call builds
+tokenizers' Unigram model for only the pieces that occur in its words. The rest is tokenizers'
+own code too: the normalizer, the splits, the alignments that give the offsets and the template
+that adds the special tokens, so ids, offsets and the special-tokens mask are those
 `tokenizers.Tokenizer.from_file("tokenizer.json")` gives (the tests check every text of the
 evaluation sets and random Unicode). The file is written at export from tokenizer.json, for the
 configurations this module reproduces (`export/lean_tokenizer.py`); other bundles load
@@ -19,7 +19,7 @@ import sys
 from array import array
 from pathlib import Path
 
-from tokenizers import PreTokenizedString, Regex, Token, Tokenizer
+from tokenizers import PreTokenizedString, Regex, Token, Tokenizer, models
 
 from edge_embed.errors import BundleError
 
@@ -27,8 +27,7 @@ LEAN_TOKENIZER_FILE = "tokenizer.unigram.json"
 FORMAT = "edge-embed-unigram"
 FORMAT_VERSION = 1
 SEPARATOR = "\n"  # between pieces in the file; the exporter refuses vocabularies with a piece that has one
-UNK_PENALTY = 10.0  # tokenizers' K_UNK_PENALTY: an unknown character scores min_score - 10
-CACHE_WORDS = 50_000  # words whose pieces are kept; the cache is emptied when it is full
+CACHE_WORDS = 50_000  # words whose pieces are kept between calls (~10 MB)
 
 
 class LeanEncoding:
@@ -54,9 +53,10 @@ class UnigramTokenizer:
         if len(pieces) != len(scores):
             raise ValueError(f"{len(pieces)} pieces but {len(scores)} scores")
         self._ids = {piece: index for index, piece in enumerate(pieces)}
-        self._scores = scores.tolist()  # a list indexes faster than the array in the search loop
+        self._scores = scores
         self._unk_id = int(data["unk_id"])
-        self._unk_score = min(self._scores) - UNK_PENALTY
+        self._unk_piece = pieces[self._unk_id]
+        self._lowest_piece = pieces[scores.index(min(scores))]
         self._max_piece = max(map(len, pieces))
         # The normalizer and the template come from tokenizers itself, with a one-token model.
         shell = Tokenizer.from_str(json.dumps({
@@ -81,12 +81,27 @@ class UnigramTokenizer:
         return cls(data)
 
     def encode_batch(self, texts: list[str]) -> list[LeanEncoding]:
-        return [self.encode(text) for text in texts]
-
-    def encode(self, text: str) -> LeanEncoding:
         """tokenizers.Tokenizer.encode's steps, each with tokenizers' own primitives: split off the
         special tokens found in the text, normalize the rest, split it into words the way the
-        Metaspace pre-tokenizer does, find each word's pieces, add the template's tokens."""
+        Metaspace pre-tokenizer does, cut each word into pieces with tokenizers' Unigram model,
+        add the template's tokens. The words of the whole batch are cut at once (see _cut)."""
+        staged = [self._words(text) for text in texts]
+        needed = {word for pretokenized in staged for word, _, _ in pretokenized.get_splits()}
+        missing = needed - self._cache.keys() - self._special_ids.keys()
+        if len(self._cache) + len(missing) > CACHE_WORDS:  # keep what this call needs, drop the rest
+            self._cache = {word: self._cache[word] for word in needed & self._cache.keys()}
+        if missing:
+            self._cut(missing)
+        out = []
+        for pretokenized in staged:
+            pretokenized.tokenize(self._tokens)
+            out.append(LeanEncoding(self._post_processor.process(pretokenized.to_encoding())))
+        return out
+
+    def encode(self, text: str) -> LeanEncoding:
+        return self.encode_batch([text])[0]
+
+    def _words(self, text: str) -> PreTokenizedString:
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, not {type(text).__name__}")
         try:
@@ -98,8 +113,7 @@ class UnigramTokenizer:
             pretokenized.split(self._split_special)
         pretokenized.normalize(self._normalize)
         pretokenized.split(self._split_words)
-        pretokenized.tokenize(self._tokens)
-        return LeanEncoding(self._post_processor.process(pretokenized.to_encoding()))
+        return pretokenized
 
     def _split_special(self, _index, normalized):
         return normalized.split(self._special, "isolated")
@@ -118,70 +132,28 @@ class UnigramTokenizer:
         return normalized.split(self._replacement, "merged_with_next")
 
     def _tokens(self, word: str) -> list[Token]:
-        tokens = self._cache.get(word)
-        if tokens is None:
-            special = self._special_ids.get(word)
-            if special is not None:
-                tokens = [Token(special, word, (0, len(word.encode("utf-8"))))]
-            else:
-                tokens = self._segment(word)
-            if len(self._cache) >= CACHE_WORDS:
-                self._cache.clear()
-            self._cache[word] = tokens
-        return tokens
+        special = self._special_ids.get(word)
+        if special is not None:
+            return [Token(special, word, (0, len(word.encode("utf-8"))))]
+        return self._cache[word]
 
-    def _segment(self, word: str) -> list[Token]:
-        """tokenizers' Unigram.encode_optimized: Viterbi over the word's characters in float64,
-        pieces tried shortest first and replaced only by a strictly better score, an unknown
-        character where no one-character piece starts, consecutive unknowns fused into one."""
-        ids, scores, unk_id = self._ids, self._scores, self._unk_id
-        size = len(word)
-        best = [0.0] * (size + 1)
-        start = [-1] * (size + 1)
-        chosen = [unk_id] * (size + 1)
-        for begin in range(size):
-            here = best[begin]
-            single = False
-            for end in range(begin + 1, min(size, begin + self._max_piece) + 1):
-                piece = ids.get(word[begin:end])
-                if piece is None:
-                    continue
-                score = scores[piece] + here
-                if start[end] < 0 or score > best[end]:
-                    best[end], start[end], chosen[end] = score, begin, piece
-                if end == begin + 1:
-                    single = True
-            if not single:
-                score = self._unk_score + here
-                if start[begin + 1] < 0 or score > best[begin + 1]:
-                    best[begin + 1], start[begin + 1], chosen[begin + 1] = score, begin, unk_id
-        spans: list[tuple[int, int, int]] = []
-        end, unk_end = size, None
-        while end > 0:
-            begin = start[end]
-            if chosen[end] == unk_id:
-                unk_end = end if unk_end is None else unk_end
-            else:
-                if unk_end is not None:
-                    spans.append((unk_id, end, unk_end))
-                    unk_end = None
-                spans.append((chosen[end], begin, end))
-            end = begin
-        if unk_end is not None:
-            spans.append((unk_id, 0, unk_end))
-        spans.reverse()
-        return _tokens_at_bytes(word, spans)
+    def _cut(self, words: set[str]) -> None:
+        """Pieces of each word, from tokenizers' own Unigram model built for these words only.
 
-
-def _tokens_at_bytes(word: str, spans: list[tuple[int, int, int]]) -> list[Token]:
-    """Tokens with byte offsets into the word (what tokenizers' models return)."""
-    tokens, position = [], 0
-    for piece, begin, end in spans:
-        text = word[begin:end]
-        size = len(text.encode("utf-8"))
-        tokens.append(Token(piece, text, (position, position + size)))
-        position += size
-    return tokens
+        Its Viterbi search looks at the pieces that occur in the word and at the vocabulary's lowest
+        score (an unknown character scores that minus 10), nothing else: a model with exactly those
+        pieces, their scores and the unknown token gives the same pieces as the full one. It costs
+        ~1 KB per piece while it lives; the full vocabulary's costs ~290 MB for the process's life."""
+        ids, longest = self._ids, self._max_piece
+        tails = {word[begin:begin + longest] for word in words for begin in range(len(word))}
+        substrings = {tail[:end] for tail in tails for end in range(1, len(tail) + 1)}
+        pieces = [self._unk_piece, self._lowest_piece, *(substrings & ids.keys())]
+        scores = self._scores
+        model = models.Unigram([(piece, scores[ids[piece]]) for piece in pieces], 0, False)
+        global_ids = [ids[piece] for piece in pieces]
+        for word in words:
+            self._cache[word] = [Token(global_ids[token.id], token.value, token.offsets)
+                                 for token in model.tokenize(word)]
 
 
 def _regex_escape(token: str) -> str:
