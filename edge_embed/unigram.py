@@ -17,6 +17,7 @@ import base64
 import json
 import sys
 from array import array
+from bisect import bisect_left
 from pathlib import Path
 
 from tokenizers import PreTokenizedString, Regex, Token, Tokenizer, models
@@ -45,37 +46,42 @@ class UnigramTokenizer:
     """Drop-in for the parts of tokenizers.Tokenizer that edge_embed uses (encode, encode_batch)."""
 
     def __init__(self, data: dict):
-        pieces = data["pieces"].split(SEPARATOR)
-        scores = array("d")
-        scores.frombytes(base64.b64decode(data["scores"]))
-        if sys.byteorder == "big":  # the file holds little-endian float64
-            scores.byteswap()
-        if len(pieces) != len(scores):
-            raise ValueError(f"{len(pieces)} pieces but {len(scores)} scores")
-        self._ids = {piece: index for index, piece in enumerate(pieces)}
-        self._scores = scores
+        # The pieces in sorted order (bisect gives a piece's position) and their ids: no dict of
+        # 250k ids, whose int objects alone would take 7 MB.
+        self._sorted = data["pieces"].split(SEPARATOR)
+        self._pieces = frozenset(self._sorted)
+        self._order = _little_endian(array("i"), data["ids"])
+        self._scores = _little_endian(array("d"), data["scores"])
+        if not len(self._sorted) == len(self._pieces) == len(self._order) == len(self._scores):
+            raise ValueError("pieces, ids and scores do not match")
         self._unk_id = int(data["unk_id"])
-        self._unk_piece = pieces[self._unk_id]
-        self._lowest_piece = pieces[scores.index(min(scores))]
-        self._max_piece = max(map(len, pieces))
+        self._unk_piece = self._piece(self._unk_id)
+        self._lowest_piece = self._piece(self._scores.index(min(self._scores)))
+        self._max_piece = int(data["longest"])  # characters in the longest piece
         # The normalizer and the template come from tokenizers itself, with a one-token model.
         shell = Tokenizer.from_str(json.dumps({
             "version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
             "normalizer": data["normalizer"], "pre_tokenizer": None, "post_processor": data["post_processor"],
-            "decoder": None, "model": {"type": "WordLevel", "vocab": {pieces[self._unk_id]: self._unk_id},
-                                       "unk_token": pieces[self._unk_id]},
+            "decoder": None, "model": {"type": "WordLevel", "vocab": {self._unk_piece: self._unk_id},
+                                       "unk_token": self._unk_piece},
         }))
         self._normalizer = shell.normalizer
         self._post_processor = shell.post_processor
         special = sorted(data["special_tokens"], key=len, reverse=True)  # longest first, as tokenizers matches
-        self._special_ids = {token: self._ids[token] for token in special}
+        self._special_ids = {token: self._id(token) for token in special}
         self._special = Regex("|".join(_regex_escape(token) for token in special)) if special else None
         self._replacement = data["replacement"]
         self._cache: dict[str, list[Token]] = {}
 
+    def _id(self, piece: str) -> int:
+        return self._order[bisect_left(self._sorted, piece)]
+
+    def _piece(self, piece_id: int) -> str:
+        return self._sorted[self._order.index(piece_id)]
+
     @classmethod
     def from_file(cls, path: Path) -> UnigramTokenizer:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_bytes())
         if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
             raise BundleError(f"{path} is not a version {FORMAT_VERSION} {FORMAT} file; re-export the bundle")
         return cls(data)
@@ -144,16 +150,23 @@ class UnigramTokenizer:
         score (an unknown character scores that minus 10), nothing else: a model with exactly those
         pieces, their scores and the unknown token gives the same pieces as the full one. It costs
         ~1 KB per piece while it lives; the full vocabulary's costs ~290 MB for the process's life."""
-        ids, longest = self._ids, self._max_piece
+        longest = self._max_piece
         tails = {word[begin:begin + longest] for word in words for begin in range(len(word))}
         substrings = {tail[:end] for tail in tails for end in range(1, len(tail) + 1)}
-        pieces = [self._unk_piece, self._lowest_piece, *(substrings & ids.keys())]
+        pieces = [self._unk_piece, self._lowest_piece, *(substrings & self._pieces)]
+        global_ids = [self._id(piece) for piece in pieces]
         scores = self._scores
-        model = models.Unigram([(piece, scores[ids[piece]]) for piece in pieces], 0, False)
-        global_ids = [ids[piece] for piece in pieces]
+        model = models.Unigram([(piece, scores[i]) for piece, i in zip(pieces, global_ids)], 0, False)
         for word in words:
             self._cache[word] = [Token(global_ids[token.id], token.value, token.offsets)
                                  for token in model.tokenize(word)]
+
+
+def _little_endian(values: array, encoded: str) -> array:
+    values.frombytes(base64.b64decode(encoded))
+    if sys.byteorder == "big":  # the file holds little-endian numbers
+        values.byteswap()
+    return values
 
 
 def _regex_escape(token: str) -> str:

@@ -42,9 +42,9 @@ def lean_tokenizer_data(path: Path) -> dict | None:
     if any(not token or replacement in token or " " in token or pieces.index(token) != entry["id"]
            for token, entry in zip(contents, added) if token in pieces) or not set(contents) <= set(pieces):
         return None  # special tokens must be pieces at their own ids, and never look like a word
-    scores = array("d", [float(score) for _, score in model["vocab"]])
-    if sys.byteorder == "big":  # the file holds little-endian float64
-        scores.byteswap()
+    order = sorted(range(len(pieces)), key=pieces.__getitem__)  # the runtime bisects the sorted pieces
+    ids = _little_endian(array("i", order))
+    scores = _little_endian(array("d", [float(model["vocab"][i][1]) for i in range(len(pieces))]))
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -54,9 +54,17 @@ def lean_tokenizer_data(path: Path) -> dict | None:
         "special_tokens": contents,
         "normalizer": data.get("normalizer"),
         "post_processor": post,
-        "pieces": SEPARATOR.join(pieces),
-        "scores": base64.b64encode(scores.tobytes()).decode("ascii"),
+        "longest": max(map(len, pieces)),
+        "pieces": SEPARATOR.join(pieces[i] for i in order),  # sorted
+        "ids": ids,  # the id of each sorted piece, int32 little-endian
+        "scores": scores,  # the score of each id, float64 little-endian
     }
+
+
+def _little_endian(values: array) -> str:
+    if sys.byteorder == "big":
+        values.byteswap()
+    return base64.b64encode(values.tobytes()).decode("ascii")
 
 
 def write_lean_tokenizer(path: Path, out: Path) -> bool:
