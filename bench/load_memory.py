@@ -146,6 +146,8 @@ def main(argv=None) -> int:
     p.add_argument("--texts", type=int, default=10_000, help="texts in the tokenizing run (default 10,000)")
     p.add_argument("--corpus", type=Path, help="folder of multilingual evaluation data (see above)")
     p.add_argument("--quick", action="store_true", help="1 process per figure, 1,000 texts")
+    p.add_argument("--reuse-bundles", action="store_true",
+                   help="use cached bundles even if export/ changed since they were made")
     args = p.parse_args(argv)
     import checkpoints
 
@@ -160,7 +162,8 @@ def main(argv=None) -> int:
     for key in (["v15", "v2moe"] if args.model == "all" else [args.model]):
         spec = checkpoints.MODELS[key]
         ckpt = checkpoints.write_checkpoint(spec, work / "checkpoints" / key)
-        bundle = Path(checkpoints.ensure_bundle(spec, ckpt, work / "bundles" / key, None)["path"])
+        bundle = Path(checkpoints.ensure_bundle(spec, ckpt, work / "bundles" / key, None,
+                                                          reuse=args.reuse_bundles)["path"])
         from edge_embed.manifest import lean_tokenizer_file, read_manifest
 
         if lean_tokenizer_file(read_manifest(bundle)) is None:  # WordPiece (v1.5): tokenizer.json only

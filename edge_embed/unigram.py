@@ -23,6 +23,7 @@ from pathlib import Path
 from tokenizers import PreTokenizedString, Regex, Token, Tokenizer, models
 
 from edge_embed.errors import BundleError
+from edge_embed.session import release_freed_heap
 
 LEAN_TOKENIZER_FILE = "tokenizer.unigram.json"
 FORMAT = "edge-embed-unigram"
@@ -84,7 +85,10 @@ class UnigramTokenizer:
         data = json.loads(Path(path).read_bytes())
         if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
             raise BundleError(f"{path} is not a version {FORMAT_VERSION} {FORMAT} file; re-export the bundle")
-        return cls(data)
+        tokenizer = cls(data)
+        del data
+        release_freed_heap()  # the file's text and JSON strings: 51 -> 37 MB of RSS kept after loading
+        return tokenizer
 
     def encode_batch(self, texts: list[str]) -> list[LeanEncoding]:
         """tokenizers.Tokenizer.encode's steps, each with tokenizers' own primitives: split off the
