@@ -3,6 +3,7 @@
 A bundle is a directory:
     edge_embed.json     this manifest
     tokenizer.json      Hugging Face tokenizers file (padding/truncation off)
+    tokenizer.unigram.json  for Unigram vocabularies: the lean tokenizer's file, derived from tokenizer.json
     model.fp32.onnx     and model.int8.onnx (+ model.fp16.onnx, external data files)
     validation.json     the export's parity report
 Every file is listed with its sha256; the runtime checks the ones it opens.

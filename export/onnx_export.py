@@ -44,6 +44,9 @@ def save(model: onnx.ModelProto, path: Path) -> list[str]:
     data = path.name + ".data"
     onnx.save_model(model, os.fspath(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=data, size_threshold=1024)
+    # onnx creates the data file owner-only (0600); give it the model file's mode, so whoever can
+    # read the model (a bundle shared between users) can read its weights.
+    os.chmod(path.parent / data, path.stat().st_mode & 0o777)
     return [path.name, data]
 
 

@@ -91,6 +91,8 @@ def test_large_models_keep_weights_in_external_data(checkpoint, tmp_path, monkey
     assert manifest["models"]["fp32"] == ["model.fp32.onnx", "model.fp32.onnx.data"]
     assert (out / "model.fp32.onnx").stat().st_size < 1 << 20
     assert "model.fp32.onnx.data" in manifest["files"]
+    mode = (out / "model.fp32.onnx").stat().st_mode & 0o777
+    assert (out / "model.fp32.onnx.data").stat().st_mode & 0o777 == mode  # onnx writes it 0600
     assert Embedder(out, precision="fp32").embed(["external data"]).shape == (1, 64)
     (out / "model.fp32.onnx.data").write_bytes(b"broken")
     with pytest.raises(Exception, match="checksum mismatch for .*model.fp32.onnx.data"):
@@ -241,5 +243,6 @@ def test_reexport_replaces_the_earlier_bundle_and_nothing_else(checkpoint, tmp_p
         (out / name).write_text("mine")
     export_bundle(str(checkpoint("nomic-v2moe-tiny")), out, ExportOptions(int8=False))
     assert sorted(p.name for p in out.iterdir()) == sorted([running, "edge_embed.json", "model.fp32.onnx",
-                                                            "tokenizer.json", "validation.json", *users])
+                                                            "tokenizer.json", "tokenizer.unigram.json",
+                                                            "validation.json", *users])
     assert Embedder(out).manifest.family == "nomic-embed-text-v2-moe"
