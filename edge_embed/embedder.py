@@ -24,6 +24,7 @@ from edge_embed.manifest import (
     TASK_ALIASES,
     TOKENIZER_FILE,
     check_model_references,
+    lean_tokenizer_file,
     read_manifest,
     verify_files,
 )
@@ -86,11 +87,13 @@ class Embedder:
         check_onnxruntime(self.manifest.requires_onnxruntime.get(self.precision), self.precision)
         files = self.manifest.models[self.precision]
         check_model_references(self.bundle, self.manifest, self.precision)  # before onnxruntime opens it
-        checked_files = [TOKENIZER_FILE, *files]
+        lean = lean_tokenizer_file(self.manifest)
+        checked_files = [TOKENIZER_FILE, *([lean] if lean else []), *files]
         with ThreadPoolExecutor(max_workers=1) as pool:
             checked = pool.submit(verify_files, self.bundle, self.manifest, checked_files) if verify else None
             try:
-                self.tokenizer = TextTokenizer(self.bundle / TOKENIZER_FILE, self.max_length)
+                self.tokenizer = TextTokenizer(self.bundle / TOKENIZER_FILE, self.max_length,
+                                               lean=self.bundle / lean if lean else None)
                 self.session = create_session(self.bundle / files[0], self.providers, threads)
             finally:
                 if checked is not None:

@@ -3,6 +3,7 @@
 A bundle is a directory:
     edge_embed.json     this manifest
     tokenizer.json      Hugging Face tokenizers file (padding/truncation off)
+    tokenizer.unigram.json  for Unigram vocabularies: the lean tokenizer's file, derived from tokenizer.json
     model.fp32.onnx     and model.int8.onnx (+ model.fp16.onnx, external data files)
     validation.json     the export's parity report
 Every file is listed with its sha256; the runtime checks the ones it opens.
@@ -257,6 +258,21 @@ def check_model_references(bundle: Path, manifest: Manifest, precision: str) -> 
         if location.removeprefix("./") not in files[1:]:
             raise BundleError(f"{files[0]} keeps tensors in {location!r}, which the manifest does not list for "
                               f"{precision}; the bundle is inconsistent, re-export it")
+
+
+def lean_tokenizer_file(manifest: Manifest) -> str | None:
+    """The file the runtime tokenizes with in place of tokenizer.json, if the bundle carries one
+    (`"tokenizer": {"runtime": {"kind": "unigram", "file": ...}}`, written at export from
+    tokenizer.json). Bundles without it, or with a kind this release does not know, use tokenizer.json."""
+    runtime = manifest.extra.get("tokenizer", {}).get("runtime") if isinstance(manifest.extra.get("tokenizer"),
+                                                                                dict) else None
+    if not isinstance(runtime, dict) or runtime.get("kind") != "unigram":
+        return None
+    name = runtime.get("file")
+    check_contained(name, f"{MANIFEST_NAME}'s runtime tokenizer")
+    if name not in manifest.files:
+        raise BundleError(f"no checksum for {name} in {MANIFEST_NAME}; the bundle is inconsistent, re-export it")
+    return name
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from edge_embed.errors import BundleError, InputError
+from edge_embed.unigram import UnigramTokenizer
 
 TRUNCATION_MODES = ("truncate", "error", "chunk")
 ENCODE_BLOCK = 2048  # texts per encode_batch call
@@ -48,15 +49,27 @@ class Encoded:
     chunked: list[int]  # indices of texts split into several sequences
 
 
+def load_tokenizer(path: Path, lean: Path | None = None):
+    """The bundle's lean Unigram file when it has one (edge_embed.unigram: same ids and offsets, a
+    fraction of the memory), else tokenizer.json through the tokenizers library."""
+    source = lean or path
+    try:
+        if lean is not None:
+            return UnigramTokenizer.from_file(lean)
+        tokenizer = Tokenizer.from_file(str(path))
+    except BundleError:
+        raise
+    except Exception as exc:
+        raise BundleError(f"cannot load tokenizer {source}: {exc}; re-export the bundle") from exc
+    # The bundle decides padding and truncation, not whatever the file was saved with.
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
 class TextTokenizer:
-    def __init__(self, path: Path, max_length: int, chunk_overlap: int = 8):
-        try:
-            self.tokenizer = Tokenizer.from_file(str(path))
-        except Exception as exc:
-            raise BundleError(f"cannot load tokenizer {path}: {exc}; re-export the bundle") from exc
-        # The bundle decides padding and truncation, not whatever the file was saved with.
-        self.tokenizer.no_padding()
-        self.tokenizer.no_truncation()
+    def __init__(self, path: Path, max_length: int, chunk_overlap: int = 8, lean: Path | None = None):
+        self.tokenizer = load_tokenizer(path, lean)
         self.max_length = max_length
         self.chunk_overlap = chunk_overlap
         self._prefix_ids: dict[str, list[int]] = {}

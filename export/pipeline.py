@@ -21,10 +21,12 @@ from edge_embed.manifest import (
     sha256_file,
     write_manifest,
 )
+from edge_embed.unigram import LEAN_TOKENIZER_FILE
 from export import INT8_SCHEMES, MOE_MODES, families
 from export.bundle_dir import install_bundle, prepare_output, staging_prefix
 from export.checkpoint import CheckpointError, load_state_dict, read_config, resolve_source
 from export.fp16 import convert_fp16
+from export.lean_tokenizer import write_lean_tokenizer
 from export.memory_check import check_fits
 from export.moe_fused import QMOE_MIN_ONNXRUNTIME
 from export.nomic_bert import rotary_base
@@ -144,6 +146,8 @@ def _export(src: str, source: Path, out: Path, config: dict, family: families.Fa
     with tempfile.TemporaryDirectory(dir=out, prefix=staging_prefix()) as tmp:
         staging = Path(tmp)
         copy_tokenizer(source, staging)
+        if write_lean_tokenizer(staging / TOKENIZER_FILE, staging / LEAN_TOKENIZER_FILE):
+            log(f"[export] {LEAN_TOKENIZER_FILE} written (the runtime's lean Unigram tokenizer)")
         models = {"fp32": export_fp32(model, staging / "model.fp32.onnx", _vocab_size(model))}
         log(f"[export] fp32 ONNX written ({_megabytes(staging, models['fp32'])} MB)")
         if options.int8:
@@ -202,10 +206,15 @@ def _manifest(family, config, source: Path, record: dict, staging, models, optio
     hidden = families.hidden_size(config)
     files = {name: sha256_file(staging / name) for names in models.values() for name in names}
     files[TOKENIZER_FILE] = sha256_file(staging / TOKENIZER_FILE)
+    tokenizer = {"source": TOKENIZER_FILE}
+    if (staging / LEAN_TOKENIZER_FILE).exists():  # derived from tokenizer.json, which stays the source of truth
+        files[LEAN_TOKENIZER_FILE] = sha256_file(staging / LEAN_TOKENIZER_FILE)
+        tokenizer["runtime"] = {"kind": "unigram", "file": LEAN_TOKENIZER_FILE}
     extra = {
         "source": {**record, "model_type": config.get("model_type"),
                    "architectures": config.get("architectures")},
         "validation": "validation.json",
+        "tokenizer": tokenizer,
         "tools": {"edge_embed": edge_embed.__version__, "torch": torch.__version__,
                   "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
     }

@@ -84,13 +84,15 @@ def test_fp16_bundle_keeps_rotary_and_routing_in_fp32(checkpoint, tmp_path):
 def test_large_models_keep_weights_in_external_data(checkpoint, tmp_path, monkeypatch):
     from export import onnx_export
 
-    monkeypatch.setattr(onnx_export, "TWO_GB", 1 << 20)  # pretend the 8 MB tiny model is "over 2 GB"
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 1 << 20)  # the 8 MB tiny model counts as large
     out = tmp_path / "bundle"
     export_bundle(str(checkpoint("nomic-v15-tiny")), out, ExportOptions(int8=False))
     manifest = json.loads((out / "edge_embed.json").read_text())
     assert manifest["models"]["fp32"] == ["model.fp32.onnx", "model.fp32.onnx.data"]
     assert (out / "model.fp32.onnx").stat().st_size < 1 << 20
     assert "model.fp32.onnx.data" in manifest["files"]
+    mode = (out / "model.fp32.onnx").stat().st_mode & 0o777
+    assert (out / "model.fp32.onnx.data").stat().st_mode & 0o777 == mode  # onnx writes it 0600
     assert Embedder(out, precision="fp32").embed(["external data"]).shape == (1, 64)
     (out / "model.fp32.onnx.data").write_bytes(b"broken")
     with pytest.raises(BundleError, match="checksum mismatch for .*model.fp32.onnx.data"):
@@ -241,5 +243,6 @@ def test_reexport_replaces_the_earlier_bundle_and_nothing_else(checkpoint, tmp_p
         (out / name).write_text("mine")
     export_bundle(str(checkpoint("nomic-v2moe-tiny")), out, ExportOptions(int8=False))
     assert sorted(p.name for p in out.iterdir()) == sorted([running, "edge_embed.json", "model.fp32.onnx",
-                                                            "tokenizer.json", "validation.json", *users])
+                                                            "tokenizer.json", "tokenizer.unigram.json",
+                                                            "validation.json", *users])
     assert Embedder(out).manifest.family == "nomic-embed-text-v2-moe"

@@ -1,0 +1,149 @@
+"""The lean Unigram tokenizer (edge_embed/unigram.py) against the tokenizers library: the same ids,
+offsets and special-tokens mask for every text of the multilingual evaluation sets, the v2 fixture
+texts and random Unicode; and how bundles carry it."""
+from __future__ import annotations
+
+import glob
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import texts as fixture_texts
+from fixture_recipe import tokenizer_source
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer
+
+from edge_embed import Embedder
+from edge_embed.errors import BundleError, TruncationWarning
+from edge_embed.manifest import MANIFEST_NAME
+from edge_embed.unigram import LEAN_TOKENIZER_FILE, UnigramTokenizer
+from export.lean_tokenizer import lean_tokenizer_data, write_lean_tokenizer
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+V2 = "nomic-v2moe-tiny"
+
+
+@pytest.fixture(scope="module")
+def xlmr(tmp_path_factory) -> tuple[Tokenizer, UnigramTokenizer]:
+    """The reference (tokenizers) and the lean tokenizer for XLM-R's tokenizer.json."""
+    source = tokenizer_source(V2)
+    lean = tmp_path_factory.mktemp("lean") / LEAN_TOKENIZER_FILE
+    assert write_lean_tokenizer(source, lean)
+    return Tokenizer.from_file(str(source)), UnigramTokenizer.from_file(lean)
+
+
+def differences(xlmr, texts: list[str]) -> list[tuple[str, object, object]]:
+    reference, lean = xlmr
+    found = []
+    for text, want, got in zip(texts, reference.encode_batch(texts), lean.encode_batch(texts)):
+        for field in ("ids", "offsets", "special_tokens_mask"):
+            if getattr(want, field) != getattr(got, field):
+                found.append((text, field, getattr(want, field), getattr(got, field)))
+    return found
+
+
+def evaluation_texts() -> list[str]:
+    """Every text of xquad-retrieval (12 languages: passages, titles, the title + text the evaluation
+    embeds, queries) and stsb-multi-mt (11 languages: both sentences of every pair)."""
+    out = []
+    for path in sorted(glob.glob(str(SHARED_DATA / "stsb-multi-mt" / "*" / "pairs.tsv"))):
+        for line in Path(path).read_text(encoding="utf-8").split("\n")[1:]:
+            if line:
+                first, second, _ = line.split("\t")
+                out += [first, second]
+    for path in sorted(glob.glob(str(SHARED_DATA / "xquad-retrieval" / "*" / "*.jsonl"))):
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            out.append(record["text"])
+            if record.get("title"):
+                out += [record["title"], (record["title"] + " " + record["text"]).strip()]
+    return out
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "xquad-retrieval").is_dir(), reason="needs ../shared/data")
+def test_same_tokens_as_tokenizers_on_every_evaluation_text(xlmr):
+    texts = evaluation_texts()
+    languages = {Path(p).parent.name for p in glob.glob(str(SHARED_DATA / "*" / "*" / "*.*"))}
+    assert len(texts) > 45_000 and {"ar", "zh", "ja", "th", "hi", "el", "ru"} <= languages
+    assert differences(xlmr, texts) == []
+
+
+def test_same_tokens_on_the_v2_fixture_texts_and_edge_cases(xlmr):
+    cases = [
+        *fixture_texts(V2),
+        "", " ", "   ", "x  ", "  lead", "a\tb\n\nc", "Hello  world", "\u3000全角\u3000スペース",
+        "a <mask> b", "a<s>b", "<s></s><pad><unk><mask>", "＜s＞ fullwidth special", "ﬁne día",
+        "\ufeff\u200f\u200fفي الماضي", "e\u0301\u0323 combining", "🙂🙃 emoji 👩‍👩‍👧", "\x00\x1f control",
+        "unknown \U000e0041\U000e0042 tags", "x" * 600, "ก" * 300,
+    ]
+    assert differences(xlmr, cases) == []
+
+
+PIECES = ["<s>", "</s>", "<pad>", "<unk>", "<mask>", " ", "  ", "\u3000", "\t", "\n", "▁", "\u200b", "ﬁ", "Ａ"]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.text(max_size=12), st.sampled_from(PIECES),
+                          st.text(alphabet=st.characters(codec="utf-8"), max_size=8)), max_size=6))
+def test_same_tokens_on_random_unicode(xlmr, parts):
+    assert differences(xlmr, ["".join(parts)]) == []
+
+
+def test_an_invalid_text_is_a_type_error_as_in_tokenizers(xlmr):
+    reference, lean = xlmr
+    for bad in ("bad \ud800 surrogate", 3):
+        with pytest.raises(TypeError):
+            reference.encode_batch([bad])
+        with pytest.raises(TypeError):
+            lean.encode_batch([bad])
+
+
+def test_only_unigram_metaspace_tokenizers_get_a_lean_file(tmp_path):
+    assert lean_tokenizer_data(tokenizer_source("nomic-v15-tiny")) is None  # WordPiece: tokenizer.json only
+    data = json.loads(tokenizer_source(V2).read_text(encoding="utf-8"))
+    data["model"]["byte_fallback"] = True
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert lean_tokenizer_data(path) is None
+
+
+def test_v2_bundle_carries_the_lean_tokenizer_and_embeds_as_with_tokenizer_json(bundle, tmp_path):
+    source = bundle(V2)
+    manifest = json.loads((source / MANIFEST_NAME).read_text(encoding="utf-8"))
+    assert manifest["tokenizer"] == {"source": "tokenizer.json",
+                                     "runtime": {"kind": "unigram", "file": LEAN_TOKENIZER_FILE}}
+    assert LEAN_TOKENIZER_FILE in manifest["files"]
+    lean = Embedder(source, precision="fp32")
+    assert isinstance(lean.tokenizer.tokenizer, UnigramTokenizer)
+    # An older bundle, without the lean file: tokenizer.json through the tokenizers library.
+    old = tmp_path / "old"
+    shutil.copytree(source, old)
+    del manifest["tokenizer"], manifest["files"][LEAN_TOKENIZER_FILE]
+    (old / LEAN_TOKENIZER_FILE).unlink()
+    (old / MANIFEST_NAME).write_text(json.dumps(manifest), encoding="utf-8")
+    plain = Embedder(old, precision="fp32")
+    assert isinstance(plain.tokenizer.tokenizer, Tokenizer)
+    texts = [*fixture_texts(V2), "mixed <mask> special and  spaces"]
+    for task in (None, "search_query"):
+        np.testing.assert_array_equal(lean.embed(texts, task=task), plain.embed(texts, task=task))
+    long_text = " ".join(fixture_texts(V2)) * 40
+    with pytest.warns(TruncationWarning):
+        np.testing.assert_array_equal(lean.embed([long_text]), plain.embed([long_text]))
+    np.testing.assert_array_equal(lean.embed([long_text], truncation="chunk"),
+                                  plain.embed([long_text], truncation="chunk"))
+
+
+def test_a_damaged_or_misplaced_lean_tokenizer_is_a_bundle_error(copy_bundle):
+    target = copy_bundle(V2)
+    with open(target / LEAN_TOKENIZER_FILE, "a", encoding="utf-8") as fh:
+        fh.write(" ")
+    with pytest.raises(BundleError, match=f"checksum mismatch for .*{LEAN_TOKENIZER_FILE}"):
+        Embedder(target, precision="fp32")
+    manifest = json.loads((target / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest["tokenizer"]["runtime"]["file"] = "../tokenizer.unigram.json"
+    (target / MANIFEST_NAME).write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(BundleError, match="runtime tokenizer names the file .* leaves the bundle directory"):
+        Embedder(target, precision="fp32", verify=False)
