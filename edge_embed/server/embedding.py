@@ -120,7 +120,7 @@ def tokenize(model: ServedModel, req: EmbedRequest, prefix: str) -> tuple[list[n
     if req.truncation == "chunk":
         raise ApiError(422, "long texts can be chunked only when sent as text, not token ids", param=req.field)
     vocab = tokenizer.tokenizer.get_vocab_size()
-    head, _, tail = tokenizer._split(tokenizer.tokenizer.encode(""))
+    head, _, tail = tokenizer._split(tokenizer.tokenizer.encode("a"))  # with no content the specials are all "head"
     room = tokenizer.max_length - len(head) - len(tail)
     kept = tokenizer.prefix_ids(prefix)
     sequences, truncated = [], []
