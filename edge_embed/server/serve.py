@@ -2,6 +2,7 @@
 (uvicorn stops accepting, answers every accepted request, then the workers stop)."""
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
@@ -11,6 +12,17 @@ from edge_embed.embedder import Embedder
 from edge_embed.server.app import create_app
 from edge_embed.server.registry import Limits, Registry, ServedModel, parse_model_spec
 from edge_embed.server.worker import BatchWorker
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, exiting with status 0 after a graceful stop: it would re-raise SIGTERM / SIGINT once
+    every request is answered, so the process would end as killed by the signal."""
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)
+        print(f"[serve] {signal.Signals(sig).name}: answering the requests already accepted, then exiting",
+              file=sys.stderr, flush=True)
+        getattr(self, "_captured_signals", []).clear()
 
 
 def load_models(specs: list[str], precision: str, providers: str, threads: int | None, max_length: int | None,
@@ -37,5 +49,6 @@ def serve(args) -> int:
               file=sys.stderr)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             access_log=args.log_level == "debug", timeout_graceful_shutdown=None)
-    uvicorn.Server(config).run()
+    _Server(config).run()
+    print("[serve] stopped", file=sys.stderr)
     return 0
