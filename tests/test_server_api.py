@@ -109,6 +109,14 @@ def test_tei_routes(served):
     assert httpx.get(served.url + "/health", timeout=60).status_code == 200
 
 
+def test_huggingface_inference_client_as_a_tei_client(served):
+    hub = pytest.importorskip("huggingface_hub")
+    got = hub.InferenceClient(served.url).feature_extraction(
+        "a harbor at night", prompt_name="query", normalize=True)
+    np.testing.assert_allclose(np.asarray(got).reshape(1, -1),
+                               served.v15.embed(["a harbor at night"], task="search_query"), atol=TOL)
+
+
 def test_binary_output_is_the_embedders_packed_bits(served):
     texts = make_texts(4, seed=5)
     expected = served.v15.embed(texts, dim=32, binary=True)

@@ -1,4 +1,4 @@
-"""text-embeddings-inference's API: POST /embed, POST /tokenize, GET /info, GET /health."""
+"""text-embeddings-inference's API: POST /embed (and POST /), POST /tokenize, GET /info, GET /health."""
 from __future__ import annotations
 
 import asyncio
@@ -42,6 +42,7 @@ class TokenizeBody(BaseModel):
 
 
 @router.post("/embed")
+@router.post("/")  # TEI's root route: huggingface_hub's InferenceClient(URL).feature_extraction posts here
 async def tei_embed(body: EmbedBody, request: Request):
     state = request.app.state
     if body.task and body.prompt_name and body.task != body.prompt_name:
