@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     from serving import Server  # the tests' helper: `edge-embed serve` as a user starts it
 
     bundle = bundle_path(args)
-    rounds, budget, queries = (1, 3000, 40) if args.quick else (3, 12000, 300)
+    rounds, budget, queries = (1, 1500, 20) if args.quick else (3, 12000, 300)
     texts = {length: make_texts(bundle, length, 512) for length in LENGTHS}
     model = Embedder(bundle, precision="int8", providers="cpu", threads=args.threads)
     work = Path(args.work)
