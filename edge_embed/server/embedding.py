@@ -72,8 +72,8 @@ def parse_inputs(value, field: str, allow_ids: bool = True) -> list[str] | list[
     for index, item in enumerate(value):
         if ids:
             if not (isinstance(item, list) and item and all(is_int(v) for v in item)):
-                raise ApiError(422, f"{field}[{index}] must be a non-empty list of token ids like {field}[0], "
-                                    f"not {_kind(item)}", param=field)
+                raise ApiError(422, f"{field}[{index}] must be a non-empty list of token ids (send texts, or lists "
+                                    f"of ids, not a mix), not {_kind(item)}", param=field)
         elif not isinstance(item, str):
             raise ApiError(422, f"{field}[{index}] is {_kind(item)}, not a string; send texts as strings",
                            param=field)
