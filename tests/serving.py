@@ -30,6 +30,16 @@ def make_texts(count: int, seed: int, low: int = 3, high: int = 40) -> list[str]
             for i in range(count)]
 
 
+def sample(text: str, name: str, **labels: str) -> float:
+    """A sample's value in a Prometheus text exposition (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)", line)
+        if match and ",".join(sorted((match.group(1) or "").split(","))) == want:
+            return float(match.group(2))
+    return 0.0
+
+
 class Server:
     """`edge-embed serve ARGS --port P` as a user starts it; waits until /health answers 200."""
 
@@ -71,13 +81,10 @@ class Server:
 
     def metric(self, name: str, **labels: str) -> float:
         """A sample's value from /metrics (0 when absent)."""
-        text = httpx.get(self.url + "/metrics", headers=self.headers, timeout=30).text
-        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        for line in text.splitlines():
-            match = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)", line)
-            if match and ",".join(sorted((match.group(1) or "").split(","))) == want:
-                return float(match.group(2))
-        return 0.0
+        return sample(self.scrape(), name, **labels)
+
+    def scrape(self) -> str:
+        return httpx.get(self.url + "/metrics", headers=self.headers, timeout=30).text
 
     def rss_mb(self) -> float:
         status = Path(f"/proc/{self.process.pid}/status").read_text()

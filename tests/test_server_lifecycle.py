@@ -11,7 +11,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from serving import Server, make_texts
+from serving import Server, make_texts, sample
 
 from edge_embed import Embedder
 
@@ -23,7 +23,7 @@ def test_signal_with_requests_in_flight_answers_them_all_then_exits(bundle, tmp_
     v15 = bundle("nomic-v15-tiny")
     model = Embedder(v15, precision="fp32")
     server = Server(str(v15), "--precision", "fp32", "--threads", "1", log_dir=tmp_path)
-    bodies = [make_texts(20, seed=i, low=400, high=450) for i in range(8)]  # ~70k tokens: seconds of work
+    bodies = [make_texts(40, seed=i, low=400, high=450) for i in range(8)]  # ~140k tokens: seconds of work
     answers: dict[int, httpx.Response] = {}
 
     def send(i: int) -> None:
@@ -33,10 +33,16 @@ def test_signal_with_requests_in_flight_answers_them_all_then_exits(bundle, tmp_
     try:
         for thread in threads:
             thread.start()
-        deadline = time.monotonic() + 60
-        while server.metric("edge_embed_queue_requests", model=v15.name) < 8:  # all 8 admitted
+        deadline = time.monotonic() + 120
+        while True:  # all 8 admitted (queued or answered), some still in flight
+            text = server.scrape()
+            waiting = sample(text, "edge_embed_queue_requests", model=v15.name)
+            answered = sample(text, "edge_embed_requests_total", route="/api/embed", status="200")
+            if waiting + answered >= 8:
+                break
             assert time.monotonic() < deadline
             time.sleep(0.02)
+        assert waiting >= 1, "every request was answered before the signal: nothing was in flight"
         server.process.send_signal(sig)
         time.sleep(0.3)
         with pytest.raises(httpx.TransportError):  # no longer accepting
