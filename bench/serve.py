@@ -148,6 +148,7 @@ def main(argv=None) -> int:
     p.add_argument("--reuse-bundles", action="store_true", help="use the cached bundle even if export/ changed")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="one round, fewer tokens: a rough figure in minutes")
+    p.add_argument("--batch-tokens", type=int, help="the server's --batch-tokens (default: the runtime's)")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
 
@@ -160,10 +161,12 @@ def main(argv=None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     server = Server(str(bundle), "--precision", "int8", "--threads", str(args.threads), "--providers", "cpu",
-                    "--max-queue-tokens", "10000000", "--max-request-tokens", "1000000", log_dir=work)
+                    "--max-queue-tokens", "10000000", "--max-request-tokens", "1000000",
+                    *(["--batch-tokens", str(args.batch_tokens)] if args.batch_tokens else []), log_dir=work)
     try:
         log(f"[serve-bench] server up at {server.url}: {memory_mb(server.process.pid)['VmRSS']:.0f} MB RSS")
         result = {"bundle": str(bundle), "threads": args.threads, "quick": args.quick, "rounds": rounds,
+                  "batch_tokens": args.batch_tokens,
                   "latency": latency(server, model, texts[24], queries),
                   "throughput": throughput(server, model, texts, rounds, budget)}
         result["server_memory_mb_after_load"] = memory_mb(server.process.pid)

@@ -181,6 +181,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-request-tokens", type=int, default=300_000, help="tokens per request (413)")
     p.add_argument("--max-queue-tokens", type=int, default=1_000_000,
                    help="tokens waiting per model before new requests get 429")
+    p.add_argument("--batch-tokens", type=int,
+                   help="padded tokens per batch (default: the runtime's, 2048 on CPU); a smaller budget keeps "
+                        "onnxruntime's memory arena, and so the server's RSS, smaller")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_runtime_options(p)
 

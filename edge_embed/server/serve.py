@@ -8,6 +8,7 @@ import time
 
 import uvicorn
 
+from edge_embed.batching import BatchLimits
 from edge_embed.embedder import Embedder
 from edge_embed.server.app import create_app
 from edge_embed.server.registry import Limits, Registry, ServedModel, parse_model_spec
@@ -26,12 +27,13 @@ class _Server(uvicorn.Server):
 
 
 def load_models(specs: list[str], precision: str, providers: str, threads: int | None, max_length: int | None,
-                limits: Limits) -> Registry:
+                limits: Limits, batch_tokens: int | None = None) -> Registry:
     models = []
     for spec in specs:
         name, bundle = parse_model_spec(spec)
         start = time.perf_counter()
-        embedder = Embedder(bundle, precision=precision, providers=providers, threads=threads, max_length=max_length)
+        embedder = Embedder(bundle, precision=precision, providers=providers, threads=threads, max_length=max_length,
+                            batch_limits=None if batch_tokens is None else BatchLimits(max_tokens=batch_tokens))
         worker = BatchWorker(name, embedder, limits.max_queue_tokens)
         models.append(ServedModel(name, bundle, embedder, worker, time.perf_counter() - start))
         print(f"[serve] {name}: {bundle} ({embedder.precision}, {embedder.manifest.family}, "
@@ -42,7 +44,8 @@ def load_models(specs: list[str], precision: str, providers: str, threads: int |
 def serve(args) -> int:
     limits = Limits(args.max_body_bytes, args.max_texts, args.max_request_tokens, args.max_queue_tokens,
                     args.api_key)
-    registry = load_models(args.bundles, args.precision, args.providers, args.threads, args.max_length, limits)
+    registry = load_models(args.bundles, args.precision, args.providers, args.threads, args.max_length, limits,
+                           args.batch_tokens)
     app = create_app(registry, limits)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"[serve] warning: listening on {args.host} without --api-key: anyone who can reach it can use it",
