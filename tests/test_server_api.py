@@ -165,3 +165,15 @@ def test_32_concurrent_requests_are_batched_and_exact(served):
     batched_texts = served.metric("edge_embed_batch_texts_sum", model=served.v15_name) - before_sum
     assert batched_texts == 96
     assert batches < 32  # requests shared batches (one batch per request would be 32)
+
+
+def test_model_lists_and_ollamas_legacy_route(served):
+    client = openai.OpenAI(base_url=served.url + "/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list()] == [served.v15_name, "moe"]
+    legacy = httpx.post(served.url + "/api/embeddings", json={"model": "moe", "prompt": "a harbor"}, timeout=60)
+    np.testing.assert_allclose(legacy.json()["embedding"], served.moe.embed(["a harbor"])[0], atol=TOL)
+    refused = httpx.post(served.url + "/api/embeddings", json={"prompt": ["a", "b"]}, timeout=60)
+    assert refused.status_code == 422 and "use /api/embed" in refused.json()["error"]
+    tags = httpx.get(served.url + "/api/tags", timeout=60).json()["models"]
+    assert [t["name"] for t in tags] == [served.v15_name, "moe"]
+    assert tags[0]["details"]["family"] == "nomic-embed-text-v1.5" and tags[0]["size"] > 0
