@@ -109,8 +109,12 @@ def test_tei_routes(served):
     assert httpx.get(served.url + "/health", timeout=60).status_code == 200
 
 
-def test_huggingface_inference_client_as_a_tei_client(served):
+def test_huggingface_inference_client_as_a_tei_client(served, monkeypatch):
     hub = pytest.importorskip("huggingface_hub")
+    # other tests set HF_HUB_OFFLINE=1 for the export; the client refuses every URL in offline mode,
+    # our server on 127.0.0.1 included
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(pytest.importorskip("huggingface_hub.constants"), "HF_HUB_OFFLINE", False)
     got = hub.InferenceClient(served.url).feature_extraction(
         "a harbor at night", prompt_name="query", normalize=True)
     np.testing.assert_allclose(np.asarray(got).reshape(1, -1),
