@@ -65,7 +65,7 @@ class BatchWorker:
         self._lock = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name=f"edge-embed worker {name}", daemon=True)
-        self._busy_until = 0.0
+        self._rate = 2000.0  # tokens/s of the recent batches, for Retry-After
 
     def start(self) -> None:
         self._thread.start()
@@ -84,8 +84,6 @@ class BatchWorker:
     def retry_after(self) -> int:
         """Seconds a refused client should wait: the queue's tokens at the rate the last cycles ran."""
         return max(1, min(30, round(self._pending_tokens / max(self._rate, 1.0))))
-
-    _rate = 2000.0  # tokens/s, updated after every batch
 
     def submit(self, sequences: list[np.ndarray], owner: np.ndarray, n_texts: int,
                finish: Callable[[np.ndarray], Any]) -> Job:
