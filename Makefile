@@ -41,6 +41,7 @@ bench: $(BENCH_STAMP)
 	# 10,000 embed calls of random shapes, RSS sampled: fails if RSS grows past 5% (hours on 2 cores)
 	$(PY) bench/soak.py --work $(WORK)/bench --out $(WORK)/bench/soak.json
 	$(PY) bench/load_memory.py --work $(WORK)/bench --out $(WORK)/bench/load_memory.json
+	$(PY) bench/serve.py --work $(WORK)/bench --out $(WORK)/bench/serve.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edge_embed export tests bench scripts

@@ -1,4 +1,4 @@
-"""The `edge-embed` command: embed, info, eval, bench, export."""
+"""The `edge-embed` command: embed, info, eval, bench, serve, export."""
 from __future__ import annotations
 
 import argparse
@@ -159,6 +159,35 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    try:
+        from edge_embed.server.serve import serve
+    except ImportError as exc:  # the [server] extra: fastapi, uvicorn, prometheus-client
+        raise EdgeEmbedError(f"edge-embed serve needs the server extra ({exc.name} is missing): "
+                             "pip install 'edge-embed[server]'") from None
+    return serve(args)
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundles", nargs="+", metavar="BUNDLE",
+                   help="bundle directory, or NAME=BUNDLE (default name: the folder's); the first is the default")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--api-key", default=os.environ.get("EDGE_EMBED_API_KEY"),
+                   help="require this key (Authorization: Bearer KEY); default: $EDGE_EMBED_API_KEY, else none")
+    p.add_argument("--max-length", type=int, help="cut texts at this many tokens (default: the model's)")
+    p.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024, help="request body limit (413)")
+    p.add_argument("--max-texts", type=int, default=2048, help="inputs per request (413)")
+    p.add_argument("--max-request-tokens", type=int, default=300_000, help="tokens per request (413)")
+    p.add_argument("--max-queue-tokens", type=int, default=1_000_000,
+                   help="tokens waiting per model before new requests get 429")
+    p.add_argument("--batch-tokens", type=int,
+                   help="padded tokens per batch (default: the runtime's, 2048 on CPU); a smaller budget keeps "
+                        "onnxruntime's memory arena, and so the server's RSS, smaller")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    add_runtime_options(p)
+
+
 def cmd_export(args) -> int:
     from export.cli import run
 
@@ -216,6 +245,11 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-long", action="store_true", help="skip the one full-length text in the fresh process")
     bench.add_argument("--json", help="also write every figure (each round's time included) as JSON here")
     bench.set_defaults(run=cmd_bench)
+
+    serve = sub.add_parser("serve", help="serve bundles over HTTP: OpenAI, Ollama, TEI and Nomic APIs "
+                           "(needs [server])")
+    add_serve_arguments(serve)
+    serve.set_defaults(run=cmd_serve)
 
     try:
         from export.cli import add_arguments

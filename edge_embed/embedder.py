@@ -271,6 +271,13 @@ class Embedder:
             )
         return out
 
+    def pool_batch(self, sequences: list[np.ndarray]) -> np.ndarray:
+        """Pooled states [n, hidden] float32 of already-encoded int64 id sequences (TextTokenizer.encode),
+        run as one padded batch, in order: for callers that tokenize and batch themselves (the server's
+        worker pools the texts of many requests). No task prefix, truncation or chunk averaging here."""
+        ids, mask = pad(sequences, self.manifest.pad_token_id)
+        return POOLINGS[self.manifest.pooling](self._run(ids, mask), mask)
+
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": ids, "attention_mask": mask}  # by name: _check_io made sure the model has these
         over_budget = ids.size > self.batch_limits.max_tokens  # one text longer than the batch budget

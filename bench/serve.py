@@ -1,0 +1,200 @@
+"""`edge-embed serve` against the bare Embedder in the same run, on the full-size v1.5 int8 bundle.
+
+    python bench/serve.py [--work build/bench] [--threads 2] [--quick] [--out FILE.json]
+
+- tokens/s with 1, 8 and 32 concurrent clients sending 1-text and 16-text requests of about 24 and 128
+  tokens (the openai client's default base64 answers), each as a ratio to the bare Embedder embedding
+  the same texts in one call; the two are measured back to back in every round and the ratio is the
+  median of the rounds' ratios (target: 32 clients x 1 query of ~24 tokens >= 0.85);
+- p50 / p99 latency of one ~24-token query on an idle server against the bare embed([text]) call,
+  alternating request by request (target: p50 overhead <= 3 ms);
+- the server's RSS after the load (target <= 300 MB).
+The bundle is the one bench/run.py exports (bench/checkpoints.py), made here if it is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+for path in (REPO, REPO / "bench", REPO / "tests"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+
+from edge_embed import Embedder  # noqa: E402
+from edge_embed.bench_texts import TextMaker, Workload  # noqa: E402
+
+CLIENTS = (1, 8, 32)
+TEXTS_PER_REQUEST = (1, 16)
+LENGTHS = (24, 128)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def bundle_path(args) -> Path:
+    if args.bundle:
+        return Path(args.bundle)
+    import checkpoints
+
+    spec = checkpoints.MODELS["v15"]
+    work = Path(args.work)
+    ckpt = checkpoints.write_checkpoint(spec, work / "checkpoints" / spec.key, log=log)
+    info = checkpoints.ensure_bundle(spec, ckpt, work / "bundles" / spec.key, None, reuse=args.reuse_bundles, log=log)
+    return Path(info["path"])
+
+
+def make_texts(bundle: Path, target: int, n: int) -> list[str]:
+    maker = TextMaker.seeded(Tokenizer.from_file(str(bundle / "tokenizer.json")), "v15", f"serve-{target}")
+    return maker.texts(Workload(f"serve-{target}", target, n, n, 1, 1), n, 8192)
+
+
+async def load(url: str, requests: list[list[str]], clients: int) -> float:
+    """Send `requests` from `clients` concurrent clients; returns the wall time in seconds."""
+    queue = list(reversed(requests))
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=600) as http:
+        async def client() -> None:
+            while queue:
+                texts = queue.pop()
+                answer = await http.post("/v1/embeddings", json={"input": texts, "encoding_format": "base64"})
+                if answer.status_code != 200:
+                    raise RuntimeError(f"the server answered {answer.status_code}: {answer.text[:300]}")
+
+        await http.get("/health")  # connections are opened outside the timed part by the first requests anyway
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        return time.perf_counter() - start
+
+
+def throughput(server, model: Embedder, texts: dict[int, list[str]], rounds: int, budget: int) -> list[dict]:
+    rows = []
+    for length in LENGTHS:
+        for per_request in TEXTS_PER_REQUEST:
+            for clients in CLIENTS:
+                per_client = max(1, round(budget / (clients * per_request * length)))
+                n = clients * per_request * per_client
+                pool = texts[length]
+                batch = [pool[i % len(pool)] for i in range(n)]
+                tokens = sum(len(s) for s in model.tokenizer.encode(batch).sequences)
+                requests = [batch[i:i + per_request] for i in range(0, n, per_request)]
+                bare_rates, server_rates = [], []
+                for _ in range(rounds):
+                    start = time.perf_counter()
+                    model.embed(batch)
+                    bare_rates.append(tokens / (time.perf_counter() - start))
+                    server_rates.append(tokens / asyncio.run(load(server.url, requests, clients)))
+                ratios = [s / b for s, b in zip(server_rates, bare_rates)]
+                row = {"tokens_per_text": length, "texts_per_request": per_request, "clients": clients,
+                       "requests": len(requests), "tokens": tokens,
+                       "bare_tokens_s": statistics.median(bare_rates),
+                       "server_tokens_s": statistics.median(server_rates),
+                       "ratio": statistics.median(ratios), "ratios": ratios}
+                log(f"[serve-bench] ~{length} tokens, {per_request} text(s)/request, {clients} clients: "
+                    f"server {row['server_tokens_s']:.0f} tokens/s, bare {row['bare_tokens_s']:.0f}, "
+                    f"ratio {row['ratio']:.2f}")
+                rows.append(row)
+    return rows
+
+
+def latency(server, model: Embedder, queries: list[str], n: int) -> dict:
+    bare, served = [], []
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for i in range(n + 5):
+            text = queries[i % len(queries)]
+            start = time.perf_counter()
+            model.embed([text])
+            middle = time.perf_counter()
+            answer = http.post("/v1/embeddings", json={"input": [text], "encoding_format": "base64"})
+            end = time.perf_counter()
+            if answer.status_code != 200:
+                raise RuntimeError(f"the server answered {answer.status_code}: {answer.text[:300]}")
+            if i >= 5:  # the first few warm both up
+                bare.append(middle - start)
+                served.append(end - middle)
+
+    def pct(values, q):
+        return float(np.percentile(np.array(values) * 1000, q))
+
+    result = {"requests": n, "bare_p50_ms": pct(bare, 50), "bare_p99_ms": pct(bare, 99),
+              "server_p50_ms": pct(served, 50), "server_p99_ms": pct(served, 99)}
+    result["p50_overhead_ms"] = result["server_p50_ms"] - result["bare_p50_ms"]
+    log(f"[serve-bench] one query: bare p50 {result['bare_p50_ms']:.1f} ms p99 {result['bare_p99_ms']:.1f}, "
+        f"server p50 {result['server_p50_ms']:.1f} ms p99 {result['server_p99_ms']:.1f} "
+        f"(overhead {result['p50_overhead_ms']:.1f} ms)")
+    return result
+
+
+def memory_mb(pid: int) -> dict:
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", default="build/bench")
+    p.add_argument("--bundle", help="an int8 bundle to use instead of the benchmark's v1.5 export")
+    p.add_argument("--reuse-bundles", action="store_true", help="use the cached bundle even if export/ changed")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="one round, fewer tokens: a rough figure in minutes")
+    p.add_argument("--batch-tokens", type=int, help="the server's --batch-tokens (default: the runtime's)")
+    p.add_argument("--out", default="")
+    args = p.parse_args(argv)
+
+    from serving import Server  # the tests' helper: `edge-embed serve` as a user starts it
+
+    bundle = bundle_path(args)
+    rounds, budget, queries = (1, 1500, 20) if args.quick else (3, 12000, 300)
+    texts = {length: make_texts(bundle, length, 512) for length in LENGTHS}
+    model = Embedder(bundle, precision="int8", providers="cpu", threads=args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    server = Server(str(bundle), "--precision", "int8", "--threads", str(args.threads), "--providers", "cpu",
+                    "--max-queue-tokens", "10000000", "--max-request-tokens", "1000000",
+                    *(["--batch-tokens", str(args.batch_tokens)] if args.batch_tokens else []), log_dir=work)
+    try:
+        log(f"[serve-bench] server up at {server.url}: {memory_mb(server.process.pid)['VmRSS']:.0f} MB RSS")
+        result = {"bundle": str(bundle), "threads": args.threads, "quick": args.quick, "rounds": rounds,
+                  "batch_tokens": args.batch_tokens,
+                  "latency": latency(server, model, texts[24], queries),
+                  "throughput": throughput(server, model, texts, rounds, budget)}
+        result["server_memory_mb_after_load"] = memory_mb(server.process.pid)
+        log(f"[serve-bench] server memory after the load: {result['server_memory_mb_after_load']}")
+    finally:
+        server.stop()
+    print(report(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def report(result: dict) -> str:
+    lines = ["| tokens/text | texts/request | clients | server tokens/s | bare tokens/s | ratio |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for row in result["throughput"]:
+        lines.append(f"| ~{row['tokens_per_text']} | {row['texts_per_request']} | {row['clients']} | "
+                     f"{row['server_tokens_s']:,.0f} | {row['bare_tokens_s']:,.0f} | {row['ratio']:.2f} |")
+    lat = result["latency"]
+    lines.append("")
+    lines.append(f"one ~24-token query, idle server: p50 {lat['server_p50_ms']:.1f} ms "
+                 f"(bare {lat['bare_p50_ms']:.1f}), "
+                 f"p99 {lat['server_p99_ms']:.1f} ms (bare {lat['bare_p99_ms']:.1f}); "
+                 f"p50 overhead {lat['p50_overhead_ms']:.1f} ms")
+    mem = result["server_memory_mb_after_load"]
+    lines.append(f"server RSS after the load: {mem['VmRSS']:.0f} MB (peak {mem['VmHWM']:.0f} MB)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
