@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch first, so nothing below pulls a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[export,dev,test]'
+	$(PY) -m pip install -q -e '.[export,dev,test,openvino]'
 	touch $(STAMP)
 
 install: $(STAMP)
