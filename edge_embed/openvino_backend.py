@@ -50,8 +50,16 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
 
 
 def runs_on_openvino(precision: str, manifest) -> bool:
-    """Whether OpenVINO runs this precision of this bundle better than onnxruntime (see the module doc)."""
+    """Whether OpenVINO can run this precision of this bundle as it should (see the module doc)."""
     return precision in ("fp32", "bf16") or (precision == "int8" and int8_scheme(manifest) == STATIC_INT8)
+
+
+def auto_takes_openvino(precision: str) -> bool:
+    """providers="auto": OpenVINO for fp32 (the same vectors to 1e-6, faster) and bf16 (only there).
+    int8 stays on onnxruntime: OpenVINO's static int8 moves a text's vector with its batch-mates
+    (MiniLM, alone vs in a batch of 64: min cosine 0.99973; onnxruntime 0.9999999), which the default
+    int8 must not; it runs when asked for with providers="openvino"."""
+    return precision in ("fp32", "bf16")
 
 
 def check_request(precision: str, manifest, openvino_requested: bool) -> None:

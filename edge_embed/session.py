@@ -47,7 +47,7 @@ def resolve_path(providers: str | list[str], precision: str, manifest) -> tuple[
     """(providers, precision) that run: onnxruntime's providers, or [OPENVINO] for OpenVINO.
 
     providers="openvino" asks for OpenVINO; "auto" takes it where it is installed, no GPU provider
-    was chosen and it runs the precision better (fp32, bf16, a static int8 model: openvino_backend)."""
+    was chosen and the precision is fp32 or bf16 (openvino_backend.auto_takes_openvino)."""
     wants_openvino = providers == "openvino"
     chosen = [openvino_backend.OPENVINO] if wants_openvino else resolve_providers(providers)
     if wants_openvino and precision == "auto":  # its fastest: static int8, else fp32
@@ -59,7 +59,7 @@ def resolve_path(providers: str | list[str], precision: str, manifest) -> tuple[
     if precision == "bf16" and providers not in ("auto", "openvino"):
         raise InputError(f"precision 'bf16' runs on OpenVINO; pass providers='auto' or 'openvino', not {providers!r}")
     if (providers == "auto" and on_cpu and openvino_backend.available()
-            and openvino_backend.runs_on_openvino(precision, manifest)):
+            and openvino_backend.auto_takes_openvino(precision)):
         chosen = [openvino_backend.OPENVINO]
     return chosen, precision
 
