@@ -38,6 +38,7 @@ bench: $(BENCH_STAMP)
 	$(PY) bench/batching.py --bundle $(WORK)/bench/bundles/v15 --out $(WORK)/bench/batching.json
 	$(PY) bench/int8_kernels.py --out $(WORK)/bench/int8_kernels.json
 	$(PY) bench/moe_vs_dense.py --work $(WORK)/bench --out $(WORK)/bench/moe_vs_dense.json
+	$(PY) bench/openvino_paths.py --work $(WORK)/bench --out $(WORK)/bench/openvino_paths.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edge_embed export tests bench scripts

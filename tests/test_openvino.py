@@ -182,3 +182,11 @@ def test_the_dynamic_scheme_moves_with_its_batch(tmp_path):
     export_bundle(str(gt.get_model_path()), tmp_path / "b", ExportOptions(validate=False))
     model = Embedder(tmp_path / "b", precision="int8", providers="cpu")
     assert alone_vs_batched(model, mixed_texts()).min() < 0.99999
+
+
+def test_info_says_which_engine_runs_each_precision(bundle, capsys):
+    from edge_embed.cli import main
+
+    assert main(["info", str(bundle("nomic-v15-tiny"))]) == 0
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("runs here"))
+    assert "auto: int8 on onnxruntime CPUExecutionProvider" in line and "fp32: fp32 on OpenVINO" in line
