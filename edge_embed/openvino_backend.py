@@ -49,17 +49,24 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def fused_moe(manifest) -> bool:
+    """--moe fused bundles use onnxruntime's com.microsoft.MoE / QMoE, which OpenVINO cannot convert."""
+    return (manifest.extra.get("moe") or {}).get("mode") == "fused"
+
+
 def runs_on_openvino(precision: str, manifest) -> bool:
     """Whether OpenVINO can run this precision of this bundle as it should (see the module doc)."""
+    if fused_moe(manifest):
+        return False
     return precision in ("fp32", "bf16") or (precision == "int8" and int8_scheme(manifest) == STATIC_INT8)
 
 
-def auto_takes_openvino(precision: str) -> bool:
+def auto_takes_openvino(precision: str, manifest) -> bool:
     """providers="auto": OpenVINO for fp32 (the same vectors to 1e-6, faster) and bf16 (only there).
     int8 stays on onnxruntime: OpenVINO's static int8 moves a text's vector with its batch-mates
     (MiniLM, alone vs in a batch of 64: min cosine 0.99973; onnxruntime 0.9999999), which the default
     int8 must not; it runs when asked for with providers="openvino"."""
-    return precision in ("fp32", "bf16")
+    return precision in ("fp32", "bf16") and not fused_moe(manifest)
 
 
 def check_request(precision: str, manifest, openvino_requested: bool) -> None:
@@ -70,7 +77,7 @@ def check_request(precision: str, manifest, openvino_requested: bool) -> None:
         if not cpu_has_bf16():
             raise InputError("precision 'bf16' needs a CPU with AVX512_BF16 or AMX (Intel Sapphire Rapids and later, "
                              "AMD Zen 4 and later); this one has neither: use 'fp32' or 'int8'")
-        if manifest.extra.get("moe"):
+        if manifest.extra.get("moe"):  # (fused MoE included: OpenVINO cannot convert it either)
             raise InputError("bf16 is not offered for MoE bundles: on the v2-moe test fixture its vectors fall below "
                              "the 0.999 cosine to fp32 that bf16 promises (0.9986); use 'fp32' or 'int8'")
         if "fp32" not in manifest.models:
@@ -81,6 +88,9 @@ def check_request(precision: str, manifest, openvino_requested: bool) -> None:
             raise InputError(f"providers='openvino' needs OpenVINO: {INSTALL_HINT}")
         if precision == "fp16":
             raise InputError("OpenVINO runs fp32, bf16 and static int8 here, not fp16 (a GPU precision)")
+        if fused_moe(manifest):
+            raise InputError("this bundle was exported with --moe fused (onnxruntime's com.microsoft.MoE), which "
+                             "OpenVINO cannot convert: use providers='cpu', or re-export with --moe sparse")
         if not runs_on_openvino(precision, manifest):
             raise InputError(f"this bundle's int8 model uses the {int8_scheme(manifest)!r} scheme, which OpenVINO "
                              "turns back into float (slower than onnxruntime): re-export with --int8-scheme static, "

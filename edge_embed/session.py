@@ -59,7 +59,7 @@ def resolve_path(providers: str | list[str], precision: str, manifest) -> tuple[
     if precision == "bf16" and providers not in ("auto", "openvino"):
         raise InputError(f"precision 'bf16' runs on OpenVINO; pass providers='auto' or 'openvino', not {providers!r}")
     if (providers == "auto" and on_cpu and openvino_backend.available()
-            and openvino_backend.auto_takes_openvino(precision)):
+            and openvino_backend.auto_takes_openvino(precision, manifest)):
         chosen = [openvino_backend.OPENVINO]
     return chosen, precision
 

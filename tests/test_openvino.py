@@ -116,6 +116,13 @@ def test_bf16_is_refused_for_moe_bundles(bundle):
         resolve_path("auto", "bf16", model.manifest)
 
 
+def test_a_fused_moe_bundle_stays_on_onnxruntime(bundle):
+    model = Embedder(bundle("nomic-v2moe-tiny", moe="fused"), precision="fp32")
+    assert model.providers[0] == "CPUExecutionProvider"  # OpenVINO cannot convert com.microsoft.MoE
+    with pytest.raises(InputError, match="--moe fused"):
+        resolve_path("openvino", "fp32", model.manifest)
+
+
 def test_cpu_flags_for_bf16():
     assert openvino_backend.cpu_has_bf16("processor: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
     assert openvino_backend.cpu_has_bf16("flags : fpu amx_tile amx_bf16 amx_int8\n")
