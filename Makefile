@@ -42,6 +42,7 @@ bench: $(BENCH_STAMP)
 	$(PY) bench/soak.py --work $(WORK)/bench --out $(WORK)/bench/soak.json
 	$(PY) bench/load_memory.py --work $(WORK)/bench --out $(WORK)/bench/load_memory.json
 	$(PY) bench/serve.py --work $(WORK)/bench --out $(WORK)/bench/serve.json
+	$(PY) bench/openvino_paths.py --work $(WORK)/bench --out $(WORK)/bench/openvino_paths.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edge_embed export tests bench scripts

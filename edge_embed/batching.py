@@ -34,7 +34,7 @@ class BatchLimits:
     @classmethod
     def for_provider(cls, provider: str) -> BatchLimits:
         """Defaults for the execution provider that runs the model."""
-        if provider == "CPUExecutionProvider":
+        if provider in ("CPUExecutionProvider", "OpenVINO"):  # OpenVINO: edge_embed.openvino_backend, on the CPU
             return cls()
         return cls(max_tokens=16384, batch_cost=1024)
 

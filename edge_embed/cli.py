@@ -119,6 +119,7 @@ def cmd_info(args) -> int:
         if missing:
             notes.append(f"MISSING: {', '.join(missing)}")
         print(f"model        {precision}: {files[0]} ({', '.join(notes)})")
+    print(f"runs here    {_paths_here(manifest)}")
     validation = Path(args.bundle) / "validation.json"
     if validation.exists():
         report = json.loads(validation.read_text(encoding="utf-8"))
@@ -129,6 +130,23 @@ def cmd_info(args) -> int:
             print(f"validation   {precision}: max-abs {figures['max_abs']:.2e}, "
                   f"min cosine {figures['min_cosine']:.6f}")
     return 0
+
+
+def _paths_here(manifest) -> str:
+    """Which engine runs precision="auto" and "fp32" on this machine (edge_embed.session.resolve_path)."""
+    from edge_embed import openvino_backend
+    from edge_embed.session import resolve_path
+
+    paths = []
+    for precision in ("auto", "fp32", "bf16"):
+        try:
+            providers, chosen = resolve_path("auto", precision, manifest)
+        except EdgeEmbedError as exc:
+            paths.append(f"{precision}: no ({str(exc).split(';')[0]})")
+            continue
+        engine = "OpenVINO" if providers[0] == openvino_backend.OPENVINO else f"onnxruntime {providers[0]}"
+        paths.append(f"{precision}: {chosen} on {engine}")
+    return "; ".join(paths)
 
 
 def cmd_eval(args) -> int:
@@ -195,8 +213,8 @@ def cmd_export(args) -> int:
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", default="auto", help="int8 | fp32 | fp16 | auto (default)")
-    p.add_argument("--providers", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--precision", default="auto", help="int8 | fp32 | fp16 | bf16 (OpenVINO) | auto (default)")
+    p.add_argument("--providers", default="auto", help="auto | cpu | cuda | openvino")
     p.add_argument("--threads", type=int, help="intra-op threads (default: onnxruntime's choice)")
 
 

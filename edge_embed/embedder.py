@@ -34,8 +34,9 @@ from edge_embed.session import (
     arena_shrinking_run,
     check_onnxruntime,
     create_session,
+    model_files,
+    resolve_path,
     resolve_precision,
-    resolve_providers,
 )
 from edge_embed.tokenize import TextTokenizer, check_truncation
 
@@ -71,8 +72,7 @@ class Embedder:
         self.bundle = Path(bundle)
         self.manifest = read_manifest(self.bundle)
         self.max_length = self._check_max_length(max_length)
-        self.providers = resolve_providers(providers)
-        self.precision = resolve_precision(precision, self.providers, list(self.manifest.models))
+        self.providers, self.precision = resolve_path(providers, precision, self.manifest)
         self._load(threads, verify)
         if self.providers[0] not in self.session.get_providers():
             self._continue_on_cpu(providers, precision, threads, verify)
@@ -85,8 +85,9 @@ class Embedder:
         The checksums (0.17 s for the v1.5 int8 bundle) are computed while onnxruntime builds the
         session; a missing or corrupted file is reported as such, whatever else failed meanwhile."""
         check_onnxruntime(self.manifest.requires_onnxruntime.get(self.precision), self.precision)
-        files = self.manifest.models[self.precision]
-        check_model_references(self.bundle, self.manifest, self.precision)  # before onnxruntime opens it
+        files = model_files(self.manifest, self.precision)
+        stored = "fp32" if self.precision == "bf16" else self.precision  # bf16 computes with the fp32 model
+        check_model_references(self.bundle, self.manifest, stored)  # before onnxruntime opens it
         lean = lean_tokenizer_file(self.manifest)
         checked_files = [TOKENIZER_FILE, *([lean] if lean else []), *files]
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -94,7 +95,7 @@ class Embedder:
             try:
                 self.tokenizer = TextTokenizer(self.bundle / TOKENIZER_FILE, self.max_length,
                                                lean=self.bundle / lean if lean else None)
-                self.session = create_session(self.bundle / files[0], self.providers, threads)
+                self.session = create_session(self.bundle / files[0], self.providers, threads, self.precision)
             finally:
                 if checked is not None:
                     checked.result()
@@ -283,9 +284,9 @@ class Embedder:
         over_budget = ids.size > self.batch_limits.max_tokens  # one text longer than the batch budget
         try:
             return self.session.run([self.manifest.output_name], feeds, self._shrink_arena if over_budget else None)[0]
-        except Exception as exc:  # an ORT failure deep inside: say what was being run
+        except Exception as exc:  # an ORT (or OpenVINO) failure deep inside: say what was being run
             raise EdgeEmbedError(
-                f"onnxruntime failed on a batch of {ids.shape[0]} x {ids.shape[1]} tokens "
+                f"the model failed on a batch of {ids.shape[0]} x {ids.shape[1]} tokens "
                 f"({self.precision}, {self.providers[0]}): {exc}"
             ) from exc
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from edge_embed import openvino_backend
 from edge_embed.errors import BundleError, InputError
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "ROCMExecutionProvider", "DmlExecutionProvider")
-PRECISIONS = ("auto", "int8", "fp32", "fp16")
+PRECISIONS = ("auto", "int8", "fp32", "fp16", "bf16")  # bf16: the fp32 model on OpenVINO, by name only
 
 
 def resolve_providers(providers: str | list[str] = "auto", available: list[str] | None = None) -> list[str]:
@@ -30,7 +31,8 @@ def resolve_providers(providers: str | list[str] = "auto", available: list[str] 
     elif isinstance(providers, (list, tuple)) and all(isinstance(p, str) for p in providers):
         chosen = [p for p in providers if p != "CPUExecutionProvider"]
     else:
-        raise InputError(f"providers must be 'auto', 'cpu', 'cuda' or a list of provider names, not {providers!r}")
+        raise InputError("providers must be 'auto', 'cpu', 'cuda', 'openvino' or a list of provider names, "
+                         f"not {providers!r}")
     missing = [p for p in chosen if p not in available]
     if missing:
         hint = " (pip install edge-embed[gpu] for CUDA)" if "CUDAExecutionProvider" in missing else ""
@@ -41,12 +43,40 @@ def resolve_providers(providers: str | list[str] = "auto", available: list[str] 
     return chosen + ["CPUExecutionProvider"]
 
 
+def resolve_path(providers: str | list[str], precision: str, manifest) -> tuple[list[str], str]:
+    """(providers, precision) that run: onnxruntime's providers, or [OPENVINO] for OpenVINO.
+
+    providers="openvino" asks for OpenVINO; "auto" takes it where it is installed, no GPU provider
+    was chosen and the precision is fp32 or bf16 (openvino_backend.auto_takes_openvino)."""
+    wants_openvino = providers == "openvino"
+    chosen = [openvino_backend.OPENVINO] if wants_openvino else resolve_providers(providers)
+    if wants_openvino and precision == "auto":  # its fastest: static int8, else fp32
+        static = "int8" in manifest.models and openvino_backend.int8_scheme(manifest) == openvino_backend.STATIC_INT8
+        precision = "int8" if static else "fp32"
+    precision = resolve_precision(precision, chosen, list(manifest.models))
+    openvino_backend.check_request(precision, manifest, wants_openvino)
+    on_cpu = chosen[0] == "CPUExecutionProvider"
+    if precision == "bf16" and providers not in ("auto", "openvino"):
+        raise InputError(f"precision 'bf16' runs on OpenVINO; pass providers='auto' or 'openvino', not {providers!r}")
+    if (providers == "auto" and on_cpu and openvino_backend.available()
+            and openvino_backend.auto_takes_openvino(precision, manifest)):
+        chosen = [openvino_backend.OPENVINO]
+    return chosen, precision
+
+
+def model_files(manifest, precision: str) -> list[str]:
+    """The bundle files a precision runs (bf16: the fp32 model, computed in bf16)."""
+    return manifest.models["fp32" if precision == "bf16" else precision]
+
+
 def resolve_precision(precision: str, providers: list[str], bundled: list[str]) -> str:
     """"auto" -> int8 on CPU (dynamic int8 is a CPU optimisation), fp16 then fp32 on a GPU."""
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision == "bf16":
+        return precision  # needs the fp32 model and OpenVINO: openvino_backend.check_request
     if precision == "auto":
-        on_gpu = providers[0] != "CPUExecutionProvider"
+        on_gpu = providers[0] not in ("CPUExecutionProvider", openvino_backend.OPENVINO)
         preference = ("fp16", "fp32", "int8") if on_gpu else ("int8", "fp32", "fp16")
         for candidate in preference:
             if candidate in bundled:
@@ -82,7 +112,10 @@ def check_onnxruntime(requirement: dict[str, str] | None, precision: str, instal
 CPU_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
 
-def create_session(path: Path, providers: list[str], threads: int | None = None) -> ort.InferenceSession:
+def create_session(path: Path, providers: list[str], threads: int | None = None,
+                   precision: str = "fp32") -> ort.InferenceSession:
+    if providers[0] == openvino_backend.OPENVINO:
+        return openvino_backend.OpenVINOSession(path, precision, threads)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:

@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-int8", action="store_true", help="skip the int8 model")
     p.add_argument("--int8-scheme", choices=INT8_SCHEMES, default="dynamic",
                    help="dynamic (default): fastest, activations quantized per batch; blockwise: about half its "
-                   "speed, closer to fp32, nearly the same vector for a text in any batch")
+                   "speed, closer to fp32, nearly the same vector for a text in any batch; static: activation ranges "
+                   "calibrated on the shipped texts (NNCF), the same vector in any batch, int8 on OpenVINO too")
     p.add_argument("--int8-min-cosine", type=float, default=0.98,
                    help="validation gate: int8's min cosine to fp32 over the validation texts (default 0.98)")
     p.add_argument("--int8-on-failure", choices=("error", "omit"), default="error",

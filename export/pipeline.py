@@ -32,6 +32,7 @@ from export.moe_fused import QMOE_MIN_ONNXRUNTIME
 from export.nomic_bert import rotary_base
 from export.onnx_export import INPUTS, OUTPUT, export_fp32
 from export.quantize import quantize_int8
+from export.static_int8 import quantize_static_int8
 from export.validate import INT8_MIN_COSINE, ValidationError, validate_bundle
 
 
@@ -101,6 +102,11 @@ def check_options(options: ExportOptions, family: families.Family, config: dict)
         raise InputError(f"int8_on_failure must be 'error' or 'omit', not {options.int8_on_failure!r}")
     if options.int8_scheme not in INT8_SCHEMES:
         raise InputError(f"int8_scheme must be one of {INT8_SCHEMES}, not {options.int8_scheme!r}")
+    if options.int8_scheme == "static" and options.int8 and family is families.V2_MOE:
+        raise InputError("the static int8 scheme is not available for MoE checkpoints: NNCF 3.4 cannot calibrate "
+                         "the sparse MoE graph (its SmoothQuant finds no static shape for an expert MatMul; "
+                         "without it, experts that no calibration token reaches get no ranges); "
+                         "use --int8-scheme dynamic (the default)")
     if options.min_dim is not None and not 1 <= options.min_dim <= hidden:
         raise InputError(f"min dim must be from 1 to the model's width {hidden}, not {options.min_dim}")
     if options.max_length is not None:
@@ -150,7 +156,13 @@ def _export(src: str, source: Path, out: Path, config: dict, family: families.Fa
             log(f"[export] {LEAN_TOKENIZER_FILE} written (the runtime's lean Unigram tokenizer)")
         models = {"fp32": export_fp32(model, staging / "model.fp32.onnx", _vocab_size(model))}
         log(f"[export] fp32 ONNX written ({_megabytes(staging, models['fp32'])} MB)")
-        if options.int8:
+        if options.int8 and options.int8_scheme == "static":
+            models["int8"] = quantize_static_int8(
+                staging / "model.fp32.onnx", staging / "model.int8.onnx", staging / TOKENIZER_FILE,
+                families.prefixes(family, source), _max_length(options, config, source),
+                multilingual=family is families.V2_MOE)
+            log(f"[export] static int8 ONNX written ({_megabytes(staging, models['int8'])} MB)")
+        elif options.int8:
             models["int8"] = quantize_int8(staging / "model.fp32.onnx", staging / "model.int8.onnx",
                                            scheme=options.int8_scheme)
             log(f"[export] int8 ONNX written ({_megabytes(staging, models['int8'])} MB)")
@@ -191,6 +203,10 @@ def source_record(src: str, source: Path, revision: str | None) -> dict:
         return {"name": Path(src).resolve().name}
     commit = source.name if source.parent.name == "snapshots" else None
     return {"hub_id": src, "revision": revision or commit, **({"commit": commit} if commit else {})}
+
+
+def _max_length(options: ExportOptions, config: dict, source: Path) -> int:
+    return options.max_length if options.max_length is not None else families.max_length(config, source)
 
 
 def _vocab_size(model: torch.nn.Module) -> int:
@@ -239,7 +255,7 @@ def _manifest(family, config, source: Path, record: dict, staging, models, optio
     return Manifest(
         family=family.name,
         hidden_size=hidden,
-        max_length=options.max_length if options.max_length is not None else families.max_length(config, source),
+        max_length=_max_length(options, config, source),
         pad_token_id=pad_id,
         prefixes=families.prefixes(family, source),
         matryoshka=Matryoshka(options.min_dim if options.min_dim is not None else families.min_dim(family, config),

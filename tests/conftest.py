@@ -19,7 +19,7 @@ from fixture_recipe import DATA_DIR, write_fixture
 
 # A skip whose reason starts with one of these is expected where the suite runs (CI: Linux, no GPU);
 # any other skip fails `pytest --strict-skips` (make test): a missing test dependency must not pass silently.
-EXPECTED_SKIPS = ("no GPU", "needs Linux")
+EXPECTED_SKIPS = ("no GPU", "needs Linux", "no bf16 CPU")
 
 _checkpoints: dict[str, Path] = {}
 _unexpected_skips: list[str] = []

@@ -1,0 +1,142 @@
+"""OpenVINO as an execution path (optional extra `edge-embed[openvino]`): it replaces only the
+onnxruntime session. Tokenizing, batching, pooling, Matryoshka and binary output stay the runtime's own.
+
+OpenVINO's own runtime reads the bundle's ONNX files as they are (no conversion step, no extra file):
+- fp32: model.fp32.onnx with INFERENCE_PRECISION_HINT=f32 (OpenVINO's default on CPUs with
+  AVX512_BF16 or AMX is bf16, which an fp32 request must never get silently);
+- bf16: model.fp32.onnx with the bf16 hint, asked for by name, only on CPUs that have it;
+- int8: a bundle's static (QDQ) model.int8.onnx, which OpenVINO runs as int8. A dynamic-int8 model
+  it would turn back into float arithmetic (about 0.3x), so that one stays on onnxruntime.
+`openvino` is imported only when this path is used; the core runtime never needs it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_embed.errors import BundleError, InputError
+
+OPENVINO = "OpenVINO"  # what Embedder.providers[0] says when this path runs
+INSTALL_HINT = "pip install 'edge-embed[openvino]'"
+STATIC_INT8 = "static"  # the int8 scheme (manifest extra.int8.scheme) OpenVINO runs as int8
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def available() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+def int8_scheme(manifest) -> str:
+    return (manifest.extra.get("int8") or {}).get("scheme", "dynamic")
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """AVX512_BF16 or AMX-BF16 (Linux /proc/cpuinfo; OpenVINO's own capability list elsewhere)."""
+    if cpuinfo is None and os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            cpuinfo = fh.read()
+    if cpuinfo is not None:
+        flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
+        return any(flag in flags for flag in BF16_FLAGS)
+    if not available():
+        return False
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def fused_moe(manifest) -> bool:
+    """--moe fused bundles use onnxruntime's com.microsoft.MoE / QMoE, which OpenVINO cannot convert."""
+    return (manifest.extra.get("moe") or {}).get("mode") == "fused"
+
+
+def runs_on_openvino(precision: str, manifest) -> bool:
+    """Whether OpenVINO can run this precision of this bundle as it should (see the module doc)."""
+    if fused_moe(manifest):
+        return False
+    return precision in ("fp32", "bf16") or (precision == "int8" and int8_scheme(manifest) == STATIC_INT8)
+
+
+def auto_takes_openvino(precision: str, manifest) -> bool:
+    """providers="auto": OpenVINO for fp32 (the same vectors to 1e-6, faster) and bf16 (only there).
+    int8 stays on onnxruntime: OpenVINO's static int8 moves a text's vector with its batch-mates
+    (MiniLM, alone vs in a batch of 64: min cosine 0.99973; onnxruntime 0.9999999), which the default
+    int8 must not; it runs when asked for with providers="openvino"."""
+    return precision in ("fp32", "bf16") and not fused_moe(manifest)
+
+
+def check_request(precision: str, manifest, openvino_requested: bool) -> None:
+    """Clear errors for what cannot run, before anything is loaded."""
+    if precision == "bf16":
+        if not available():
+            raise InputError(f"precision 'bf16' runs on OpenVINO, which is not installed: {INSTALL_HINT}")
+        if not cpu_has_bf16():
+            raise InputError("precision 'bf16' needs a CPU with AVX512_BF16 or AMX (Intel Sapphire Rapids and later, "
+                             "AMD Zen 4 and later); this one has neither: use 'fp32' or 'int8'")
+        if manifest.extra.get("moe"):  # (fused MoE included: OpenVINO cannot convert it either)
+            raise InputError("bf16 is not offered for MoE bundles: on the v2-moe test fixture its vectors fall below "
+                             "the 0.999 cosine to fp32 that bf16 promises (0.9986); use 'fp32' or 'int8'")
+        if "fp32" not in manifest.models:
+            raise InputError(f"bf16 runs the bundle's fp32 model, and this bundle has none; it has "
+                             f"{sorted(manifest.models)}")
+    if openvino_requested:
+        if not available():
+            raise InputError(f"providers='openvino' needs OpenVINO: {INSTALL_HINT}")
+        if precision == "fp16":
+            raise InputError("OpenVINO runs fp32, bf16 and static int8 here, not fp16 (a GPU precision)")
+        if fused_moe(manifest):
+            raise InputError("this bundle was exported with --moe fused (onnxruntime's com.microsoft.MoE), which "
+                             "OpenVINO cannot convert: use providers='cpu', or re-export with --moe sparse")
+        if not runs_on_openvino(precision, manifest):
+            raise InputError(f"this bundle's int8 model uses the {int8_scheme(manifest)!r} scheme, which OpenVINO "
+                             "turns back into float (slower than onnxruntime): re-export with --int8-scheme static, "
+                             "or use providers='cpu'")
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """The two fields of onnxruntime's NodeArg that the runtime reads."""
+    name: str
+    shape: list
+
+
+class OpenVINOSession:
+    """A compiled OpenVINO model behind the part of onnxruntime's InferenceSession the runtime uses."""
+
+    def __init__(self, path: Path, precision: str, threads: int | None = None):
+        import openvino as ov
+
+        hint = "bf16" if precision == "bf16" else "f32"
+        config = {"PERFORMANCE_HINT": "LATENCY",  # 1.6-2x THROUGHPUT for one request on 2 cores
+                  "INFERENCE_PRECISION_HINT": hint}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        core = ov.Core()
+        try:
+            self._compiled = core.compile_model(os.fspath(path), "CPU", config)
+        except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses
+            raise BundleError(f"OpenVINO cannot load {path}: {exc}") from exc
+        self._request = self._compiled.create_infer_request()
+        self.precision_hint = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # "f32", "bf16"
+
+    def get_inputs(self) -> list[NodeArg]:
+        return [NodeArg(port.any_name, _shape(port)) for port in self._compiled.inputs]
+
+    def get_outputs(self) -> list[NodeArg]:
+        return [NodeArg(port.any_name, _shape(port)) for port in self._compiled.outputs]
+
+    def get_providers(self) -> list[str]:
+        return [OPENVINO]
+
+    def run(self, output_names: list[str], feeds: dict[str, np.ndarray], run_options=None) -> list[np.ndarray]:
+        results = self._request.infer(feeds)
+        by_name = {port.any_name: value for port, value in results.items()}
+        return [np.array(by_name[name], dtype=np.float32, copy=True) for name in output_names]
+
+
+def _shape(port) -> list:
+    return [dim.get_length() if dim.is_static else None for dim in port.get_partial_shape()]
