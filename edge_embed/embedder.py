@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import sys
+import threading
 import warnings
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
@@ -30,6 +31,7 @@ from edge_embed.session import (
     resolve_precision,
     resolve_providers,
 )
+from edge_embed.streaming import stream_embeddings
 from edge_embed.tokenize import TextTokenizer, check_truncation
 
 POSTPROCESS_ROWS = 4096  # rows per Matryoshka block: bounds its float64 temporaries on large jobs
@@ -160,7 +162,7 @@ class Embedder:
         return int(dim)
 
     @staticmethod
-    def _check_texts(texts: Sequence[str]) -> list[str]:
+    def _check_texts(texts: Sequence[str], start: int = 0) -> list[str]:
         if isinstance(texts, str):
             raise InputError("texts must be a list of strings; wrap a single text as [text]")
         if isinstance(texts, (Mapping, Set)):  # their order is not the caller's rows
@@ -172,9 +174,9 @@ class Embedder:
             raise InputError(f"texts must be a list of strings, not {type(texts).__name__}") from None
         for index, text in enumerate(texts):
             if not isinstance(text, str):
-                raise InputError(f"texts[{index}] is a {type(text).__name__}, not a string")
+                raise InputError(f"texts[{start + index}] is a {type(text).__name__}, not a string")
             if not text.strip():
-                raise InputError(f"texts[{index}] is empty; remove empty texts before embedding")
+                raise InputError(f"texts[{start + index}] is empty; remove empty texts before embedding")
         return texts
 
     def embed(
@@ -205,17 +207,49 @@ class Embedder:
         width = dim // 8 if binary else dim
         if not texts:
             return np.zeros((0, width), dtype=np.uint8 if binary else np.float32)
-        pooled = self.pooled(texts, prefix, truncation, progress)
+        return self.postprocess(self.pooled(texts, prefix, truncation, progress), dim, binary)
+
+    def embed_stream(
+        self,
+        texts: Iterable[str],
+        task: str | None = None,
+        dim: int | None = None,
+        binary: bool = False,
+        truncation: str = "truncate",
+        progress: Callable[[int, int | None], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Embed any iterable of texts, yielding float32 [k, dim] (or uint8 [k, dim / 8]) arrays of
+        consecutive rows in input order; np.concatenate of them equals embed() on the same texts.
+
+        Texts are read STREAM_BLOCK at a time, so memory is bounded by a block, not the corpus.
+        progress(done_tokens, total_tokens) is called after every batch (total_tokens is None when
+        `texts` has no len(); with a len() the texts are tokenized once more up front to count).
+        Breaking out of the loop, or setting `cancel` (a threading.Event), stops between batches;
+        the rows of a block that was not finished are not yielded."""
+        return stream_embeddings(self, texts, self.prefix(task), self._check_dim(dim, binary), binary,
+                                 truncation, progress, cancel)
+
+    def postprocess(self, pooled: np.ndarray, dim: int, binary: bool) -> np.ndarray:
+        """Pooled states [n, hidden] -> the bundle's Matryoshka recipe at `dim` (float32), or packed bits."""
         mat = self.manifest.matryoshka
-        out = np.empty((len(texts), width), dtype=np.uint8 if binary else np.float32)
-        for start in range(0, len(texts), POSTPROCESS_ROWS):  # float64 temporaries for a block, not all rows
+        out = np.empty((len(pooled), dim // 8 if binary else dim), dtype=np.uint8 if binary else np.float32)
+        for start in range(0, len(pooled), POSTPROCESS_ROWS):  # float64 temporaries for a block, not all rows
             rows = slice(start, start + POSTPROCESS_ROWS)
             block = matryoshka(pooled[rows], dim, mat.layer_norm, mat.layer_norm_eps)
             out[rows] = binarize(block) if binary else block
         return out
 
-    def pooled(self, texts: list[str], prefix: str, truncation: str, progress: bool | None) -> np.ndarray:
-        """Pooled token states [n, hidden] (float32), in input order."""
+    def pooled(
+        self,
+        texts: list[str],
+        prefix: str,
+        truncation: str,
+        progress: bool | None,
+        on_batch: Callable[[int], bool] | None = None,
+    ) -> np.ndarray | None:
+        """Pooled token states [n, hidden] (float32), in input order. on_batch(tokens) is called after
+        each batch with the tokens it ran; when it returns False the rest is skipped and None returned."""
         encoded = self.tokenizer.encode(texts, prefix, truncation)
         if encoded.truncated:
             message = (
@@ -247,6 +281,8 @@ class Embedder:
                 np.add.at(sums, slots[~whole], pooled[~whole] * weights[:, None])
                 np.add.at(counts, slots[~whole], weights)
                 bar.update(int(mask.sum()))
+                if on_batch is not None and not on_batch(int(mask.sum())):
+                    return None
         out[encoded.chunked] = sums / counts[:, None]
         broken = np.flatnonzero(~np.isfinite(out).all(axis=1))
         if broken.size:  # e.g. an fp16 overflow on a GPU: never hand back NaN vectors as embeddings
