@@ -259,8 +259,10 @@ class Embedder:
             warnings.warn(TruncationWarning(message, len(encoded.truncated)), stacklevel=3)
         lengths = [len(seq) for seq in encoded.sequences]
         out = np.empty((len(texts), self.manifest.hidden_size), dtype=np.float32)
-        # A chunked text's windows are averaged by token count (with mean pooling: one mean over all
-        # its tokens); only those texts need a float64 accumulator.
+        # A chunked text's windows share tokens; each token's state is taken once (edge_embed/windows.py):
+        # with mean pooling the text's vector is the mean over its whole token sequence, as if the model
+        # had seen it at once; with cls pooling it is the first window's [CLS]. Only chunked texts need
+        # a float64 accumulator.
         slot = np.full(len(texts), -1, dtype=np.int64)
         slot[encoded.chunked] = np.arange(len(encoded.chunked))
         sums = np.zeros((len(encoded.chunked), self.manifest.hidden_size), dtype=np.float64)
@@ -273,13 +275,18 @@ class Embedder:
         with Progress(total, "embedding (tokens)", enabled=enabled) as bar:
             for batch in plan_batches(lengths, self.batch_limits):
                 ids, mask = pad([encoded.sequences[i] for i in batch], self.manifest.pad_token_id)
-                pooled = POOLINGS[self.manifest.pooling](self._run(ids, mask), mask)
+                hidden = self._run(ids, mask)
+                pooled = POOLINGS[self.manifest.pooling](hidden, mask)
                 owners, slots = encoded.owner[batch], slot[encoded.owner[batch]]
                 whole = slots < 0
                 out[owners[whole]] = pooled[whole]
-                weights = mask.sum(axis=1)[~whole]
-                np.add.at(sums, slots[~whole], pooled[~whole] * weights[:, None])
-                np.add.at(counts, slots[~whole], weights)
+                for row in np.flatnonzero(~whole):
+                    keep_from, keep_to = encoded.keep[batch[row]]
+                    if self.manifest.pooling == "mean":
+                        sums[slots[row]] += hidden[row, keep_from:keep_to].sum(axis=0, dtype=np.float64)
+                        counts[slots[row]] += keep_to - keep_from
+                    elif keep_from == 0:  # cls: the first window's first token
+                        sums[slots[row]], counts[slots[row]] = pooled[row], 1
                 bar.update(int(mask.sum()))
                 if on_batch is not None and not on_batch(int(mask.sum())):
                     return None

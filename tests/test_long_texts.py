@@ -5,10 +5,12 @@ import subprocess
 import sys
 
 import numpy as np
+import onnxruntime as ort
 import pytest
+from tokenizers import Tokenizer
 
 from edge_embed import Embedder, InputError, TruncationWarning
-from edge_embed.pooling import matryoshka
+from edge_embed.tokenize import CHUNK_OVERLAP
 
 NAME = "nomic-v15-tiny"
 LONG = " ".join(f"token{i % 50} is here" for i in range(40))  # ~200 tokens
@@ -30,22 +32,59 @@ def test_error_mode_rejects_long_texts(short_model):
         short_model.embed(["short", LONG], truncation="error")
 
 
-def test_chunk_mode_averages_windows_by_token_count(short_model):
-    encoded = short_model.tokenizer.encode([LONG], short_model.prefix("search_document"), "chunk")
-    assert len(encoded.sequences) > 3 and encoded.chunked == [0]
-    assert max(len(s) for s in encoded.sequences) <= 48
-    prefix_ids = short_model.tokenizer.prefix_ids("search_document: ")
-    for seq in encoded.sequences:  # every window keeps [CLS] prefix ... [SEP]
-        assert seq[0] == 101 and seq[-1] == 102
-        assert seq[1 : 1 + len(prefix_ids)].tolist() == prefix_ids
-    # the chunked embedding is the token-weighted mean of the windows' mean-pooled states
-    got = short_model.embed([LONG], task="search_document", truncation="chunk")
-    windows = [short_model.tokenizer.tokenizer.decode(s.tolist()) for s in encoded.sequences]
-    pooled = np.stack([short_model.pooled([w], "", "truncate", False)[0] for w in windows])
-    lengths = np.array([len(s) for s in encoded.sequences], dtype=np.float64)
-    mean = (pooled * lengths[:, None]).sum(0) / lengths.sum()
-    want = matryoshka(mean[None], 64, True)
-    assert (got * want).sum() > 0.999
+def _states(bundle_dir, ids: list[int]) -> np.ndarray:
+    """The fp32 model's token states for one sequence, from an onnxruntime session of the test's own."""
+    session = ort.InferenceSession(str(bundle_dir / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": np.asarray([ids], dtype=np.int64), "attention_mask": np.ones((1, len(ids)), np.int64)}
+    return session.run(["last_hidden_state"], feeds)[0][0].astype(np.float64)
+
+
+def _v15_recipe(pooled: np.ndarray, dim: int) -> np.ndarray:
+    """v1.5's Matryoshka recipe written out: layer norm without affine, truncate, L2."""
+    x = (pooled - pooled.mean()) / np.sqrt(pooled.var() + 1e-5)
+    return x[:dim] / np.linalg.norm(x[:dim])
+
+
+def test_chunk_mode_averages_each_token_of_the_text_once(bundle, short_model):
+    """Windows built here by hand: [CLS] + prefix + a run of text tokens + [SEP], neighbours sharing
+    `overlap` tokens; a shared token's state comes from the window where it has more context on its
+    nearer side (ties: the later one); [CLS] and the prefix from the first window, [SEP] from the last.
+    The expected vector is the plain mean of those states, one per token of the whole text."""
+    tokenizer = Tokenizer.from_file(str(bundle(NAME) / "tokenizer.json"))
+    prefix = "search_document: "
+    ids = tokenizer.encode(prefix + LONG).ids
+    n_prefix = len(tokenizer.encode(prefix).ids) - 2
+    cls, lead, text, sep = ids[0], ids[1 : 1 + n_prefix], ids[1 + n_prefix : -1], ids[-1]
+    room = 48 - 2 - n_prefix
+    overlap = min(CHUNK_OVERLAP, room // 4)
+    starts = list(range(0, len(text) - overlap, room - overlap))
+    assert len(starts) >= 4 and starts[-1] + room >= len(text)
+    states = [_states(bundle(NAME), [cls, *lead, *text[s : s + room], sep]) for s in starts]
+    chosen = []
+    for j in range(len(text)):
+        context = [(min(j - s, s + room - 1 - j), w) for w, s in enumerate(starts) if s <= j < s + room]
+        best, w = max(context)  # ties go to the later window (larger w)
+        chosen.append(states[w][1 + n_prefix + j - starts[w]])
+    whole = np.vstack([states[0][: 1 + n_prefix], np.stack(chosen), states[-1][-1:]])
+    assert len(whole) == len(ids)  # one state per token of the text, each once
+    want = _v15_recipe(whole.mean(axis=0), 64)
+    got = short_model.embed([LONG], task="search_document", truncation="chunk")[0]
+    assert np.abs(got - want).max() <= 1e-5
+    # what chunk mode did before (each window's mean, weighted by its length) is measurably different
+    windows = np.stack([w.mean(axis=0) for w in states])
+    lengths = np.array([len(w) for w in states], dtype=np.float64)
+    old = _v15_recipe((windows * lengths[:, None]).sum(axis=0) / lengths.sum(), 64)
+    assert np.abs(old - want).max() > 1e-3
+
+
+def test_every_window_repeats_the_prefix_as_tokenized_in_context(bundle):
+    """"search_doc" + "uments ..." tokenizes as search _ documents ...: the prefix alone (search _ doc)
+    is not a prefix of the text's tokens, yet every window must start with the same lead tokens."""
+    model = Embedder(bundle(NAME), precision="fp32", max_length=24)
+    encoded = model.tokenizer.encode(["uments " + LONG], "search_doc", "chunk")
+    in_context = model.tokenizer.tokenizer.encode("search_doc" + "uments " + LONG).ids[:4]
+    assert len(encoded.sequences) > 3
+    assert all(seq[:4].tolist() == in_context for seq in encoded.sequences)
 
 
 def test_texts_within_the_limit_are_untouched_by_chunk_mode(short_model):
@@ -115,7 +154,7 @@ def test_a_huge_text_is_cut_from_its_head_with_the_tokens_of_the_whole(bundle, n
 
 
 def test_small_windows_still_cover_the_whole_text(bundle):
-    """With max_length 12 the window (12 - 2 specials - 4 prefix tokens) is smaller than the overlap."""
+    """With max_length 12 the window (12 - 2 specials - 4 prefix tokens) leaves room for 6 text tokens."""
     model = Embedder(bundle(NAME), precision="fp32", max_length=12)
     prefix = model.prefix("search_document")
     text = "alpha " * 20 + "cat dog house tree river"
@@ -123,6 +162,6 @@ def test_small_windows_still_cover_the_whole_text(bundle):
     kept = len(model.tokenizer.prefix_ids(prefix))
     body = model.tokenizer.tokenizer.encode(text).ids[1:-1]
     last = encoded.sequences[-1][1 + kept : -1].tolist()
-    assert len(encoded.sequences) > 5 and body[-len(last):] == last  # the last window ends where the text does
+    assert len(encoded.sequences) >= 5 and body[-len(last):] == last  # the last window ends where the text does
     a, b = model.embed([text, text.replace("river", "ocean")], task="search_document", truncation="chunk")
     assert np.abs(a - b).max() > 1e-4  # the last word reaches the model
