@@ -21,6 +21,7 @@ from edge_embed.errors import (
     TruncationWarning,
     is_int,
 )
+from edge_embed.late_chunking import CHUNK_TOKENS, embed_chunks
 from edge_embed.manifest import TASK_ALIASES, TOKENIZER_FILE, read_manifest, verify_files
 from edge_embed.pooling import POOLINGS, binarize, matryoshka
 from edge_embed.progress import Progress, is_terminal
@@ -229,6 +230,25 @@ class Embedder:
         the rows of a block that was not finished are not yielded."""
         return stream_embeddings(self, texts, self.prefix(task), self._check_dim(dim, binary), binary,
                                  truncation, progress, cancel)
+
+    def embed_chunks(
+        self,
+        documents: Sequence[str],
+        spans: Sequence[Sequence[tuple[int, int]]] | None = None,
+        task: str | None = "search_document",
+        dim: int | None = None,
+        binary: bool = False,
+        chunk_tokens: int = CHUNK_TOKENS,
+    ) -> list[tuple[list[tuple[int, int]], np.ndarray]]:
+        """Late chunking: per document, (spans, vectors) with vectors float32 [len(spans), dim] (or
+        uint8 [len(spans), dim / 8]). Each document runs through the model once (overlapping windows
+        beyond the max length); a chunk's vector is the mean of the states of the tokens whose
+        characters lie inside its (start, end) span, then the Matryoshka recipe. spans=None: chunks of
+        at most chunk_tokens tokens cut at sentence ends or whitespace, returned with the vectors."""
+        if not isinstance(binary, (bool, np.bool_)):
+            raise InputError(f"binary must be True or False, not {binary!r}")
+        return embed_chunks(self, documents, spans, self.prefix(task), self._check_dim(dim, binary), binary,
+                            chunk_tokens)
 
     def postprocess(self, pooled: np.ndarray, dim: int, binary: bool) -> np.ndarray:
         """Pooled states [n, hidden] -> the bundle's Matryoshka recipe at `dim` (float32), or packed bits."""

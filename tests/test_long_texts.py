@@ -5,12 +5,11 @@ import subprocess
 import sys
 
 import numpy as np
-import onnxruntime as ort
 import pytest
+from token_states import v15_recipe, whole_document_states
 from tokenizers import Tokenizer
 
 from edge_embed import Embedder, InputError, TruncationWarning
-from edge_embed.tokenize import CHUNK_OVERLAP
 
 NAME = "nomic-v15-tiny"
 LONG = " ".join(f"token{i % 50} is here" for i in range(40))  # ~200 tokens
@@ -32,48 +31,22 @@ def test_error_mode_rejects_long_texts(short_model):
         short_model.embed(["short", LONG], truncation="error")
 
 
-def _states(bundle_dir, ids: list[int]) -> np.ndarray:
-    """The fp32 model's token states for one sequence, from an onnxruntime session of the test's own."""
-    session = ort.InferenceSession(str(bundle_dir / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
-    feeds = {"input_ids": np.asarray([ids], dtype=np.int64), "attention_mask": np.ones((1, len(ids)), np.int64)}
-    return session.run(["last_hidden_state"], feeds)[0][0].astype(np.float64)
-
-
-def _v15_recipe(pooled: np.ndarray, dim: int) -> np.ndarray:
-    """v1.5's Matryoshka recipe written out: layer norm without affine, truncate, L2."""
-    x = (pooled - pooled.mean()) / np.sqrt(pooled.var() + 1e-5)
-    return x[:dim] / np.linalg.norm(x[:dim])
-
-
 def test_chunk_mode_averages_each_token_of_the_text_once(bundle, short_model):
-    """Windows built here by hand: [CLS] + prefix + a run of text tokens + [SEP], neighbours sharing
-    `overlap` tokens; a shared token's state comes from the window where it has more context on its
-    nearer side (ties: the later one); [CLS] and the prefix from the first window, [SEP] from the last.
-    The expected vector is the plain mean of those states, one per token of the whole text."""
+    """Windows built by hand in tests/token_states.py; the expected vector is the plain mean of the
+    states they give, one per token of the whole text."""
     tokenizer = Tokenizer.from_file(str(bundle(NAME) / "tokenizer.json"))
     prefix = "search_document: "
     ids = tokenizer.encode(prefix + LONG).ids
-    n_prefix = len(tokenizer.encode(prefix).ids) - 2
-    cls, lead, text, sep = ids[0], ids[1 : 1 + n_prefix], ids[1 + n_prefix : -1], ids[-1]
-    room = 48 - 2 - n_prefix
-    overlap = min(CHUNK_OVERLAP, room // 4)
-    starts = list(range(0, len(text) - overlap, room - overlap))
-    assert len(starts) >= 4 and starts[-1] + room >= len(text)
-    states = [_states(bundle(NAME), [cls, *lead, *text[s : s + room], sep]) for s in starts]
-    chosen = []
-    for j in range(len(text)):
-        context = [(min(j - s, s + room - 1 - j), w) for w, s in enumerate(starts) if s <= j < s + room]
-        best, w = max(context)  # ties go to the later window (larger w)
-        chosen.append(states[w][1 + n_prefix + j - starts[w]])
-    whole = np.vstack([states[0][: 1 + n_prefix], np.stack(chosen), states[-1][-1:]])
-    assert len(whole) == len(ids)  # one state per token of the text, each once
-    want = _v15_recipe(whole.mean(axis=0), 64)
+    lead = len(tokenizer.encode(prefix).ids) - 1  # [CLS] + the prefix
+    whole, windows = whole_document_states(bundle(NAME), ids, lead, 48)
+    assert len(windows) >= 4 and len(whole) == len(ids)  # one state per token of the text, each once
+    want = v15_recipe(whole.mean(axis=0), 64)[0]
     got = short_model.embed([LONG], task="search_document", truncation="chunk")[0]
     assert np.abs(got - want).max() <= 1e-5
     # what chunk mode did before (each window's mean, weighted by its length) is measurably different
-    windows = np.stack([w.mean(axis=0) for w in states])
-    lengths = np.array([len(w) for w in states], dtype=np.float64)
-    old = _v15_recipe((windows * lengths[:, None]).sum(axis=0) / lengths.sum(), 64)
+    means = np.stack([w.mean(axis=0) for w in windows])
+    lengths = np.array([len(w) for w in windows], dtype=np.float64)
+    old = v15_recipe((means * lengths[:, None]).sum(axis=0) / lengths.sum(), 64)[0]
     assert np.abs(old - want).max() > 1e-3
 
 
