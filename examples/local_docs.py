@@ -260,7 +260,11 @@ def index(args) -> int:
     if not folder.is_dir():
         raise SystemExit(f"{args.folder} is not a folder")
     model = Embedder(args.bundle, precision=args.precision, threads=args.threads)
-    dim = model.dims[1] if args.dim is None else args.dim
+    low, high = model.dims
+    dim = high if args.dim is None else args.dim
+    if not (low <= dim <= high and dim % 8 == 0):
+        raise SystemExit(f"--dim must be a multiple of 8 from {low} to {high} for this model (binary vectors), "
+                         f"not {dim}")
     db = open_index(args.db)
     check_settings(db, {"model": model_identity(model), "dim": dim, "chunking": args.chunking})
     pending, gone = plan(db, folder)

@@ -1,0 +1,141 @@
+"""examples/local_docs.py end to end, as a user runs it (a subprocess, a real SQLite file, the real MiniLM bundle):
+index, re-index after changes, a kill and a Ctrl-C mid-run followed by a resume, search."""
+from __future__ import annotations
+
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from docs_corpus import DOCUMENTS, QUESTIONS
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "local_docs.py"
+FILLER = "The committee met again on Tuesday and agreed to revisit the matter at a later date. "
+
+
+def run(*args, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def embedded(stdout: str) -> set[str]:
+    return {Path(m).name for m in re.findall(r"^embedded (.+) \(\d+ chunks\)$", stdout, flags=re.M)}
+
+
+def top_file(db: Path, bundle: Path, question: str) -> str:
+    first = run("search", question, "--db", db, "--bundle", bundle, "-k", "3").stdout.splitlines()[0]
+    match = re.match(r"1\. (-?[\d.]+)  (.+)  \[(\d+):(\d+)\]  ", first)
+    assert match, first
+    return Path(match.group(2)).name
+
+
+def write_folder(folder: Path, names: list[str], filler_sentences: int = 12) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        text = DOCUMENTS.get(name, f"A note numbered {name}.")
+        (folder / f"{name}.md").write_text(f"# {name}\n\n{text}\n\n" + FILLER * filler_sentences, encoding="utf-8")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunking", ["late", "naive"])
+def test_reindex_embeds_only_new_and_changed_files_and_search_finds_them(minilm_bundle, tmp_path, chunking):
+    folder, db = tmp_path / "docs", tmp_path / "docs.sqlite"
+    write_folder(folder, [name for name in DOCUMENTS if name != "whales"])
+    options = ["--db", db, "--bundle", minilm_bundle, "--chunking", chunking]
+    first = run("index", folder, *options)
+    assert embedded(first.stdout) == {f"{name}.md" for name in DOCUMENTS if name != "whales"}
+    assert "[index] 7/7 files" in first.stderr  # the progress line
+    assert embedded(run("index", folder, *options).stdout) == set()  # nothing changed: nothing embedded
+
+    (folder / "tax.md").write_text("Income tax returns are due on the last day of January. " + FILLER)  # changed
+    (folder / "volcano.md").unlink()  # deleted
+    write_folder(folder, ["whales"])  # added
+    (folder / "bread.md").touch()  # a newer mtime, the same bytes: not embedded again
+    again = run("index", folder, *options)
+    assert embedded(again.stdout) == {"tax.md", "whales.md"}
+    assert re.findall(r"^dropped (.+)$", again.stdout, flags=re.M) == [str(folder.resolve() / "volcano.md")]
+
+    with sqlite3.connect(db) as con:
+        paths = [Path(p).name for (p,) in con.execute("SELECT path FROM documents ORDER BY path")]
+        assert paths == sorted(f"{name}.md" for name in DOCUMENTS if name != "volcano")
+        orphans = con.execute("SELECT count(*) FROM chunks WHERE document_id NOT IN (SELECT id FROM documents)")
+        assert orphans.fetchone()[0] == 0
+        spans = con.execute("SELECT c.start, c.end, c.text, length(c.bits), length(c.int8) FROM chunks c JOIN "
+                            "documents d ON d.id = c.document_id WHERE d.path LIKE '%tax.md'").fetchall()
+    text = (folder / "tax.md").read_text()
+    assert [(start, end) for start, end, *_ in spans][0][0] == 0 and spans[-1][1] == len(text.rstrip())
+    assert all(chunk == text[start:end] and bits == 384 // 8 and codes == 384 for start, end, chunk, bits, codes
+               in spans)
+    for question, name in list(QUESTIONS.items())[:3] + [("what is the biggest animal in the ocean?", "whales")]:
+        if name != "volcano":
+            assert top_file(db, minilm_bundle, question) == f"{name}.md", question
+
+
+def stop_mid_run(folder: Path, db: Path, bundle: Path, how: signal.Signals) -> tuple[int, set[str], str]:
+    """Start an index run, send `how` once two files are committed; (exit code, files it reported, stderr)."""
+    process = subprocess.Popen([sys.executable, str(SCRIPT), "index", str(folder), "--db", str(db), "--bundle",
+                                str(bundle)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        while len(lines) < 2:
+            line = process.stdout.readline()
+            assert line, f"the run ended before two files were in: {process.stderr.read()}"
+            lines.append(line) if line.startswith("embedded ") else None
+        process.send_signal(how)
+        rest, errors = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    return process.returncode, embedded("".join(lines) + rest), errors
+
+
+def read_index(db: Path) -> dict[str, tuple]:
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT d.path, d.sha256, c.start, c.end, c.bits, c.int8 FROM documents d JOIN chunks c "
+                           "ON c.document_id = d.id ORDER BY d.path, c.start").fetchall()
+    out: dict[str, list] = {}
+    for path, digest, start, end, bits, codes in rows:
+        out.setdefault(Path(path).name, []).append((digest, start, end, bits, codes))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["kill", "ctrl-c"])
+def test_a_run_stopped_mid_way_resumes_where_it_stopped(minilm_bundle, tmp_path, how):
+    folder = tmp_path / "many"
+    names = [f"note{i:02d}" for i in range(30)]
+    write_folder(folder, names, filler_sentences=30)  # 3 chunks a file
+    code, before, errors = stop_mid_run(folder, tmp_path / "docs.sqlite", minilm_bundle, how)
+    if how == signal.SIGKILL:
+        assert code == -signal.SIGKILL
+    else:  # Ctrl-C: stops between files, says how to resume
+        assert code == 130 and "run the same command again to resume" in errors, errors
+    assert 2 <= len(before) < len(names)
+    committed = read_index(tmp_path / "docs.sqlite")
+    assert before <= set(committed) and len(set(committed) - before) <= 1  # printed after its commit
+    assert all(len(chunks) == 3 for chunks in committed.values())  # no file half stored
+
+    resumed = embedded(run("index", folder, "--db", tmp_path / "docs.sqlite", "--bundle", minilm_bundle).stdout)
+    assert resumed == {f"{name}.md" for name in names} - set(committed)
+    # the resumed index holds exactly what one uninterrupted run stores (the same ranges, one file per model call)
+    run("index", folder, "--db", tmp_path / "fresh.sqlite", "--bundle", minilm_bundle)
+    assert read_index(tmp_path / "docs.sqlite") == read_index(tmp_path / "fresh.sqlite")
+
+
+def test_bad_input_gives_a_message_not_a_traceback(minilm_bundle, tmp_path):
+    missing = run("index", tmp_path / "nowhere", "--db", tmp_path / "x.sqlite", "--bundle", minilm_bundle, check=False)
+    assert missing.returncode != 0 and "is not a folder" in missing.stderr and "Traceback" not in missing.stderr
+    empty = run("search", "anything", "--db", tmp_path / "x.sqlite", "--bundle", minilm_bundle, check=False)
+    assert empty.returncode != 0 and "nothing indexed yet" in empty.stderr
+    write_folder(tmp_path / "docs", ["guitar"])
+    run("index", tmp_path / "docs", "--db", tmp_path / "x.sqlite", "--bundle", minilm_bundle, "--dim", "128")
+    other = run("index", tmp_path / "docs", "--db", tmp_path / "x.sqlite", "--bundle", minilm_bundle, check=False)
+    assert other.returncode != 0 and "built with dim=128, not 384" in other.stderr
+    bad_dim = run("index", tmp_path / "docs", "--db", tmp_path / "y.sqlite", "--bundle", minilm_bundle, "--dim", "7",
+                  check=False)
+    assert bad_dim.returncode != 0 and "--dim must be" in bad_dim.stderr and "Traceback" not in bad_dim.stderr
