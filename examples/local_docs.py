@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_embed import EdgeEmbedError, Embedder
+from edge_embed import EdgeEmbedError, Embedder, InputError
 from edge_embed.search import hamming_topk, int8_ranges, pack_bits, quantize_int8, rescore
 
 SUFFIXES = {".txt", ".md", ".pdf"}
@@ -78,7 +78,8 @@ def read_text(path: Path) -> tuple[str, str]:
 
 
 def split(text: str, max_chars: int = CHUNK_CHARS) -> list[tuple[int, int]]:
-    """Character spans of at most max_chars, cut at a paragraph, then a sentence, then a space; no span is blank."""
+    """Character spans of at most max_chars, cut at a paragraph, then a sentence, then any whitespace; never inside
+    a word (a longer run without whitespace is one span) and never blank."""
     spans, start = [], 0
     while True:
         while start < len(text) and text[start].isspace():
@@ -86,12 +87,16 @@ def split(text: str, max_chars: int = CHUNK_CHARS) -> list[tuple[int, int]]:
         if start >= len(text):
             return spans
         end = min(start + max_chars, len(text))
-        if end < len(text):
+        if end < len(text) and not text[end].isspace():
             window = text[start:end]
             cut = max(window.rfind("\n\n"), max((m.end() for m in re.finditer(r"[.!?]\s", window)), default=-1))
             if cut <= max_chars // 4:  # no boundary in the window's last three quarters: any whitespace
-                cut = max(window.rfind(" "), window.rfind("\n"))
-            end = start + cut if cut > 0 else end
+                cut = max((m.start() for m in re.finditer(r"\s", window)), default=-1)
+            if cut > 0:
+                end = start + cut
+            else:  # one long word: up to the next whitespace
+                following = re.compile(r"\s").search(text, end)
+                end = following.start() if following else len(text)
         stripped = end
         while text[stripped - 1].isspace():
             stripped -= 1
@@ -226,7 +231,11 @@ def embed_late(model, docs, dim, progress, cancel):
         if not doc.spans:
             yield doc, np.zeros((0, dim), np.float32)
             continue
-        [(spans, vectors)] = model.embed_chunks([doc.text], spans=[doc.spans], dim=dim)
+        try:
+            [(_, vectors)] = model.embed_chunks([doc.text], spans=[doc.spans], dim=dim)
+        except InputError as exc:  # one odd file stops neither the run nor the next runs' other files
+            print(f"skipped {doc.path}: {exc}", file=sys.stderr)
+            continue
         done += len(doc.text)
         progress(done, None, unit="characters")
         yield doc, vectors

@@ -3,6 +3,7 @@ index, re-index after changes, a kill and a Ctrl-C mid-run followed by a resume,
 from __future__ import annotations
 
 import re
+import runpy
 import signal
 import sqlite3
 import subprocess
@@ -108,7 +109,7 @@ def read_index(db: Path) -> dict[str, tuple]:
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["kill", "ctrl-c"])
 def test_a_run_stopped_mid_way_resumes_where_it_stopped(minilm_bundle, tmp_path, how):
     folder = tmp_path / "many"
-    names = [f"note{i:02d}" for i in range(30)]
+    names = [f"note{i:02d}" for i in range(16)]
     write_folder(folder, names, filler_sentences=30)  # 3 chunks a file
     code, before, errors = stop_mid_run(folder, tmp_path / "docs.sqlite", minilm_bundle, how)
     if how == signal.SIGKILL:
@@ -125,6 +126,61 @@ def test_a_run_stopped_mid_way_resumes_where_it_stopped(minilm_bundle, tmp_path,
     # the resumed index holds exactly what one uninterrupted run stores (the same ranges, one file per model call)
     run("index", folder, "--db", tmp_path / "fresh.sqlite", "--bundle", minilm_bundle)
     assert read_index(tmp_path / "docs.sqlite") == read_index(tmp_path / "fresh.sqlite")
+
+
+def minimal_pdf(text: str) -> bytes:
+    """A one-page PDF whose page draws `text` in Helvetica (what a PDF printer writes, minus everything optional)."""
+    content = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+               b"/Resources << /Font << /F1 5 0 R >> >> >>",
+               b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_pdf_txt_and_md_are_indexed_and_other_files_skipped(minilm_bundle, tmp_path):
+    pytest.importorskip("pypdf")
+    folder, db = tmp_path / "mixed", tmp_path / "docs.sqlite"
+    (folder / ".hidden").mkdir(parents=True)
+    (folder / "whales.pdf").write_bytes(minimal_pdf(DOCUMENTS["whales"]))
+    (folder / "guitar.txt").write_text(DOCUMENTS["guitar"])
+    (folder / "bread.md").write_text(DOCUMENTS["bread"])
+    (folder / "empty.md").write_text("  \n")
+    (folder / "quantum.docx").write_text(DOCUMENTS["quantum"])  # not a supported type
+    (folder / ".hidden" / "tax.md").write_text(DOCUMENTS["tax"])  # hidden folders are skipped
+    done = run("index", folder, "--db", db, "--bundle", minilm_bundle)
+    assert embedded(done.stdout) == {"whales.pdf", "guitar.txt", "bread.md", "empty.md"}
+    assert "embedded " + str(folder.resolve() / "empty.md") + " (0 chunks)" in done.stdout
+    assert embedded(run("index", folder, "--db", db, "--bundle", minilm_bundle).stdout) == set()
+    assert top_file(db, minilm_bundle, "which sea creature is the biggest animal?") == "whales.pdf"
+    with sqlite3.connect(db) as con:
+        [(text,)] = con.execute("SELECT c.text FROM chunks c JOIN documents d ON d.id = c.document_id "
+                                "WHERE d.path LIKE '%whales.pdf'").fetchall()
+    assert text == DOCUMENTS["whales"]
+
+
+def test_the_splitter_cuts_at_boundaries_and_never_inside_a_word():
+    split = runpy.run_path(str(SCRIPT), run_name="local_docs")["split"]  # the script, imported not run
+    text = ("First sentence here. " * 30 + "\n\n" + "x" * 1500 + " tail words. " + "more words " * 200).strip()
+    spans = split(text, 200)
+    assert spans[0] == (0, text.index(". ", 180) + 1)  # the last sentence end inside the first 200 characters
+    previous = 0
+    for start, end in spans:
+        assert previous <= start < end and not text[start].isspace() and not text[end - 1].isspace()
+        assert (start == 0 or text[start - 1].isspace()) and (end == len(text) or text[end].isspace())
+        assert end - start <= 200 or not any(c.isspace() for c in text[start:end])
+        previous = end
+    assert (text.index("x"), text.index("x") + 1500) in spans  # one word longer than a chunk: one span
+    assert "".join("".join(text[a:b].split()) for a, b in spans) == "".join(text.split())  # all text, in order
 
 
 def test_bad_input_gives_a_message_not_a_traceback(minilm_bundle, tmp_path):
