@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import re
 import signal
 import sqlite3
@@ -61,20 +62,29 @@ class Pending:
 # --- files -----------------------------------------------------------------------------------------------------
 
 def read_text(path: Path) -> tuple[str, str]:
-    """(text, sha256 of the file's bytes). PDFs need pypdf; without it they are skipped (empty text)."""
+    """(text, sha256 of the file's bytes). A PDF pypdf cannot read gives no text (it is stored without chunks, and
+    tried again once its bytes change)."""
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if path.suffix.lower() != ".pdf":
         return data.decode("utf-8", errors="replace"), digest
-    try:
-        from pypdf import PdfReader
-    except ImportError:
-        print(f"skipping {path}: reading PDFs needs pypdf (pip install 'edge-embed[docs]')", file=sys.stderr)
-        return "", digest
-    import io
+    from pypdf import PdfReader
 
-    pages = PdfReader(io.BytesIO(data)).pages
-    return "\n\n".join(page.extract_text() or "" for page in pages), digest
+    try:
+        return "\n\n".join(page.extract_text() or "" for page in PdfReader(io.BytesIO(data)).pages), digest
+    except Exception as exc:  # a damaged or encrypted PDF: one file must not stop the run
+        print(f"no text from {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return "", digest
+
+
+def suffixes() -> set[str]:
+    """The file types indexed here: PDFs only where pypdf is installed (installing it later picks them up)."""
+    try:
+        import pypdf  # noqa: F401
+    except ImportError:
+        print("PDFs are skipped: reading them needs pypdf (pip install 'edge-embed[docs]')", file=sys.stderr)
+        return SUFFIXES - {".pdf"}
+    return SUFFIXES
 
 
 def split(text: str, max_chars: int = CHUNK_CHARS) -> list[tuple[int, int]]:
@@ -105,7 +115,8 @@ def split(text: str, max_chars: int = CHUNK_CHARS) -> list[tuple[int, int]]:
 
 
 def scan(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()
+    types = suffixes()
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in types and p.is_file()
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
@@ -160,8 +171,13 @@ def plan(db: sqlite3.Connection, folder: Path) -> tuple[list[Pending], list[str]
     return pending, gone
 
 
-def load(doc: Pending) -> Pending:
-    doc.text, doc.sha256 = read_text(doc.path)
+def load(doc: Pending) -> Pending | None:
+    """The file's text and spans; None when it can no longer be read (gone since the scan, say)."""
+    try:
+        doc.text, doc.sha256 = read_text(doc.path)
+    except OSError as exc:
+        print(f"skipped {doc.path}: {exc}", file=sys.stderr)
+        return None
     doc.spans = split(doc.text)
     return doc
 
@@ -185,7 +201,10 @@ def calibration_ranges(db: sqlite3.Connection, model: Embedder, pending: list[Pe
         return np.frombuffer(row[0], dtype=np.float32).reshape(2, dim)
     texts = []
     for doc in pending:
-        text, _ = read_text(doc.path)
+        try:
+            text, _ = read_text(doc.path)
+        except OSError:  # reported when its turn comes
+            continue
         texts += [text[start:end] for start, end in split(text)][: CALIBRATION_CHUNKS - len(texts)]
         if len(texts) >= CALIBRATION_CHUNKS:
             break
@@ -205,8 +224,9 @@ def embed_naive(model, docs, dim, progress, cancel):
 
     def chunk_texts():
         for doc in docs:
-            waiting.append(load(doc))
-            yield from (doc.text[start:end] for start, end in doc.spans)
+            if load(doc):
+                waiting.append(doc)
+                yield from (doc.text[start:end] for start, end in doc.spans)
 
     leftover = np.zeros((0, dim), np.float32)  # rows of a file whose last chunks are in the next block
     for block in model.embed_stream(chunk_texts(), task="search_document", dim=dim, progress=progress,
@@ -227,7 +247,8 @@ def embed_late(model, docs, dim, progress, cancel):
     for doc in docs:
         if cancel.is_set():
             return
-        load(doc)
+        if not load(doc):
+            continue
         if not doc.spans:
             yield doc, np.zeros((0, dim), np.float32)
             continue
@@ -357,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeEmbedError as exc:  # a bad bundle, dim or option: the runtime's message says what to do
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before the embedding started, or a second one: committed files stay
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -155,11 +155,14 @@ def test_pdf_txt_and_md_are_indexed_and_other_files_skipped(minilm_bundle, tmp_p
     (folder / "guitar.txt").write_text(DOCUMENTS["guitar"])
     (folder / "bread.md").write_text(DOCUMENTS["bread"])
     (folder / "empty.md").write_text("  \n")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4 cut off in the download")  # no text, and the run goes on
     (folder / "quantum.docx").write_text(DOCUMENTS["quantum"])  # not a supported type
     (folder / ".hidden" / "tax.md").write_text(DOCUMENTS["tax"])  # hidden folders are skipped
     done = run("index", folder, "--db", db, "--bundle", minilm_bundle)
-    assert embedded(done.stdout) == {"whales.pdf", "guitar.txt", "bread.md", "empty.md"}
+    assert embedded(done.stdout) == {"whales.pdf", "guitar.txt", "bread.md", "empty.md", "broken.pdf"}
     assert "embedded " + str(folder.resolve() / "empty.md") + " (0 chunks)" in done.stdout
+    assert "embedded " + str(folder.resolve() / "broken.pdf") + " (0 chunks)" in done.stdout
+    assert "no text from " + str(folder.resolve() / "broken.pdf") + ": PdfStreamError" in done.stderr
     assert embedded(run("index", folder, "--db", db, "--bundle", minilm_bundle).stdout) == set()
     assert top_file(db, minilm_bundle, "which sea creature is the biggest animal?") == "whales.pdf"
     with sqlite3.connect(db) as con:
