@@ -156,11 +156,17 @@ def plan(db: sqlite3.Connection, folder: Path) -> tuple[list[Pending], list[str]
              db.execute("SELECT path, mtime_ns, size, sha256 FROM documents")}
     pending, seen = [], set()
     for path in scan(folder):
-        key, stat = str(path), path.stat()
-        seen.add(key)
-        if key in known and known[key][:2] == (stat.st_mtime_ns, stat.st_size):
+        key = str(path)
+        try:
+            stat = path.stat()
+            same = key in known and (known[key][:2] == (stat.st_mtime_ns, stat.st_size)
+                                     or hashlib.sha256(path.read_bytes()).hexdigest() == known[key][2])
+        except OSError:  # gone since the scan (or unreadable): as if it were not there
             continue
-        if key in known and hashlib.sha256(path.read_bytes()).hexdigest() == known[key][2]:
+        seen.add(key)
+        if same and known[key][:2] == (stat.st_mtime_ns, stat.st_size):
+            continue
+        if same:
             db.execute("UPDATE documents SET mtime_ns = ?, size = ? WHERE path = ?",
                        (stat.st_mtime_ns, stat.st_size, key))
             continue
