@@ -27,6 +27,7 @@ demo: $(STAMP)
 
 eval: $(STAMP)
 	$(PY) scripts/eval_minilm.py --work $(WORK)
+	$(PY) scripts/eval_chunking.py --work $(WORK)
 
 bench: $(STAMP)
 	$(PY) bench/run.py --work $(WORK)/bench
