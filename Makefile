@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) bench/batching.py --bundle $(WORK)/bench/bundles/v15 --out $(WORK)/bench/batching.json
 	$(PY) bench/int8_kernels.py --out $(WORK)/bench/int8_kernels.json
 	$(PY) bench/moe_vs_dense.py --work $(WORK)/bench --out $(WORK)/bench/moe_vs_dense.json
+	$(PY) bench/local_docs.py --bundle $(WORK)/bench/bundles/v15 --out $(WORK)/bench/local_docs.json
 
 # The same systems on their AVX2 kernels, AVX-512 hidden from them (bench/isa.py; x86-64 with objdump):
 # the targets were set on an AVX2-only CPU. Exports the bundles itself when `make bench` has not.
