@@ -239,16 +239,20 @@ class Embedder:
         dim: int | None = None,
         binary: bool = False,
         chunk_tokens: int = CHUNK_TOKENS,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> list[tuple[list[tuple[int, int]], np.ndarray]]:
         """Late chunking: per document, (spans, vectors) with vectors float32 [len(spans), dim] (or
         uint8 [len(spans), dim / 8]). Each document runs through the model once (overlapping windows
         beyond the max length); a chunk's vector is the mean of the states of the tokens whose
         characters lie inside its (start, end) span, then the Matryoshka recipe. spans=None: chunks of
-        at most chunk_tokens tokens cut at sentence ends or whitespace, returned with the vectors."""
+        at most chunk_tokens tokens cut at sentence ends or whitespace, returned with the vectors.
+        progress(done_tokens, total_tokens) after every batch; setting `cancel` stops between batches
+        and returns the documents finished so far (a shorter list, in order)."""
         if not isinstance(binary, (bool, np.bool_)):
             raise InputError(f"binary must be True or False, not {binary!r}")
         return embed_chunks(self, documents, spans, self.prefix(task), self._check_dim(dim, binary), binary,
-                            chunk_tokens)
+                            chunk_tokens, progress, cancel)
 
     def postprocess(self, pooled: np.ndarray, dim: int, binary: bool) -> np.ndarray:
         """Pooled states [n, hidden] -> the bundle's Matryoshka recipe at `dim` (float32), or packed bits."""

@@ -9,7 +9,8 @@ Each chunk's vector so carries its document's context ("its population" knows wh
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from edge_embed.batching import pad, plan_batches
 from edge_embed.errors import InputError, NonFiniteError, is_int
 from edge_embed.tokenize import Document
-from edge_embed.windows import split_windows
+from edge_embed.windows import Window, split_windows
 
 if TYPE_CHECKING:
     from edge_embed.embedder import Embedder
@@ -96,11 +97,18 @@ def _blocks(documents: list[Document]) -> list[list[int]]:
     return blocks + ([current] if current else [])
 
 
-def document_states(model: Embedder, documents: list[Document]) -> list[np.ndarray]:
-    """float32 [tokens, hidden] per document: every token's state once, windows batched together."""
-    windows = [(d, w) for d, doc in enumerate(documents)
-               for w in split_windows(doc.head, doc.prefix, doc.text, doc.tail, model.max_length,
-                                      model.tokenizer.chunk_overlap)]
+def _windows(model: Embedder, documents: list[Document]) -> list[tuple[int, Window]]:
+    return [(d, w) for d, doc in enumerate(documents)
+            for w in split_windows(doc.head, doc.prefix, doc.text, doc.tail, model.max_length,
+                                   model.tokenizer.chunk_overlap)]
+
+
+def document_states(
+    model: Embedder, documents: list[Document], on_batch: Callable[[int], bool] | None = None
+) -> list[np.ndarray] | None:
+    """float32 [tokens, hidden] per document: every token's state once, windows batched together.
+    on_batch(tokens) after each batch; when it returns False, None (the rest is skipped)."""
+    windows = _windows(model, documents)
     states = [np.empty((doc.lead + len(doc.text) + len(doc.tail), model.manifest.hidden_size), np.float32)
               for doc in documents]
     for batch in plan_batches([len(w.ids) for _, w in windows], model.batch_limits):
@@ -109,6 +117,8 @@ def document_states(model: Embedder, documents: list[Document]) -> list[np.ndarr
         for row, i in enumerate(batch):
             d, w = windows[i]
             states[d][w.dest : w.dest + w.keep_to - w.keep_from] = hidden[row, w.keep_from : w.keep_to]
+        if on_batch is not None and not on_batch(int(mask.sum())):
+            return None
     return states
 
 
@@ -120,8 +130,14 @@ def embed_chunks(
     dim: int,
     binary: bool,
     chunk_tokens: int = CHUNK_TOKENS,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> list[tuple[list[Span], np.ndarray]]:
     texts = _check_documents(documents)
+    if progress is not None and not callable(progress):
+        raise InputError(f"progress must be a callable(done_tokens, total_tokens) or None, not {progress!r}")
+    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+        raise InputError(f"cancel must be a threading.Event (or anything with is_set()) or None, not {cancel!r}")
     if spans is not None and (isinstance(spans, str) or not isinstance(spans, Sequence) or len(spans) != len(texts)):
         raise InputError(f"spans must be None or one list of (start, end) pairs per document ({len(texts)})")
     if not (is_int(chunk_tokens) and chunk_tokens >= 1):
@@ -130,9 +146,24 @@ def embed_chunks(
     chosen = [cut_spans(text, doc.spans, chunk_tokens) if spans is None else [tuple(s) for s in spans[i]]
               for i, (text, doc) in enumerate(zip(texts, tokens))]
     masks = [token_masks(doc, chunks, text, i) for i, (doc, chunks, text) in enumerate(zip(tokens, chosen, texts))]
+    total = sum(len(w.ids) for _, w in _windows(model, tokens)) if progress is not None else 0
+    done = 0
+
+    def on_batch(n: int) -> bool:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+        return cancel is None or not cancel.is_set()
+
     results = []
     for block in _blocks(tokens):
-        for d, states in zip(block, document_states(model, [tokens[d] for d in block])):
+        if cancel is not None and cancel.is_set():
+            break
+        block_states = document_states(model, [tokens[d] for d in block], on_batch)
+        if block_states is None:  # cancelled: the documents done so far, in order
+            break
+        for d, states in zip(block, block_states):
             text_states = states[tokens[d].lead : tokens[d].lead + len(tokens[d].text)].astype(np.float64)
             pooled = (masks[d] @ text_states) / masks[d].sum(axis=1, keepdims=True)
             if not np.isfinite(pooled).all():

@@ -1,6 +1,8 @@
 """Embedder.embed_chunks: one pass per document, each chunk the mean of its tokens' states."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from token_states import v15_recipe, whole_document_states
@@ -115,3 +117,23 @@ def test_sentencepiece_tokens_that_carry_a_space_count_for_the_word(bundle):
     assert got == spans and vectors.shape[0] == 2 and np.isfinite(vectors).all()
     [(cut, _)] = model.embed_chunks([DOC], chunk_tokens=12)
     assert all((s == 0 or DOC[s - 1].isspace()) and (e == len(DOC) or DOC[e].isspace()) for s, e in cut)
+
+
+def test_progress_adds_up_and_cancel_returns_the_documents_done(bundle, tokenizer, monkeypatch):
+    from edge_embed import late_chunking
+
+    model = Embedder(bundle(NAME), precision="fp32", max_length=128)
+    docs = [DOC, DOC.replace("Berlin", "Vienna"), "A short note about nothing."]
+    calls = []
+    full = model.embed_chunks(docs, chunk_tokens=20, progress=lambda done, total: calls.append((done, total)))
+    tokens = sum(len(tokenizer.encode(PREFIX + d).ids) for d in docs)  # each fits: one window each
+    assert calls[-1] == (tokens, tokens)
+    monkeypatch.setattr(late_chunking, "BLOCK_TOKENS", 1)  # one document per block
+    cancel = threading.Event()
+    done = model.embed_chunks(docs, chunk_tokens=20, progress=lambda *_: cancel.set(), cancel=cancel)
+    assert len(done) == 0  # set during the first batch: nothing finished
+    cancel.clear()
+    stopped = model.embed_chunks(docs, chunk_tokens=20, progress=lambda d, t: d > 60 and cancel.set(), cancel=cancel)
+    assert 0 < len(stopped) < len(docs)
+    for (spans, vectors), (want_spans, want) in zip(stopped, full):
+        assert spans == want_spans and np.abs(vectors - want).max() <= 1e-6
