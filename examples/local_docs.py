@@ -33,7 +33,30 @@ from edge_embed.search import hamming_topk, int8_ranges, pack_bits, quantize_int
 SUFFIXES = {".txt", ".md", ".pdf"}
 CHUNK_CHARS = 1000  # about 256 tokens of English prose
 CALIBRATION_CHUNKS = 256  # chunks embedded once per index to fix the int8 ranges
+CALIBRATION_TEXTS = (  # varied texts, embedded with them: ranges that cover more than the first files' topics
+    "The central bank raised interest rates by a quarter point to slow inflation.",
+    "Preheat the oven to 180 degrees and grease a round cake tin with butter.",
+    "def parse(line):\n    key, _, value = line.partition('=')\n    return key.strip(), value.strip()",
+    "The patient presented with a persistent cough, mild fever and shortness of breath.",
+    "Photosynthesis converts light energy, water and carbon dioxide into glucose and oxygen.",
+    "The striker curled the free kick into the top corner in the ninetieth minute.",
+    "Under the lease, the tenant must give the landlord two months' written notice.",
+    "Mount Everest is 8,849 metres high and lies on the border of Nepal and China.",
+    "To reset the router, hold the button on the back for ten seconds until the lights blink.",
+    "The novel follows three sisters who return to their childhood home after their father dies.",
+    "Quarterly revenue grew 12% year over year, driven by subscriptions in Europe.",
+    "Neurons communicate through electrical impulses and chemical signals at synapses.",
+    "Le train pour Lyon part du quai numéro trois à huit heures quinze.",
+    "Die Sitzung wurde auf nächsten Dienstag verschoben, weil zwei Mitglieder krank sind.",
+    "SELECT name, count(*) FROM orders GROUP BY name HAVING count(*) > 10;",
+    "I loved this hotel: friendly staff, a quiet room and a great breakfast!",
+    "The Treaty of Westphalia in 1648 ended the Thirty Years' War.",
+    "Error 404: the page you are looking for has been moved or no longer exists.",
+    "Water boils at 100 degrees Celsius at sea level and at lower temperatures at altitude.",
+    "Meeting notes: agreed to ship version 2.3 on Friday; Anna owns the release checklist.",
+)
 MULTIPLIER = 4  # binary shortlist of k x MULTIPLIER, rescored with int8
+GROUP_CHARS = 8000  # late chunking: small files share model calls up to about this many characters
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
@@ -201,21 +224,21 @@ def store(db: sqlite3.Connection, doc: Pending, vectors: np.ndarray, ranges: np.
 
 
 def calibration_ranges(db: sqlite3.Connection, model: Embedder, pending: list[Pending], dim: int) -> np.ndarray:
-    """Per-dimension int8 ranges, fixed by the first run from up to CALIBRATION_CHUNKS of its chunks."""
+    """Per-dimension int8 ranges, fixed on the first run: from CALIBRATION_TEXTS (so that a first run of a few
+    similar files does not give ranges that clip every later file) and up to CALIBRATION_CHUNKS of its chunks."""
     row = db.execute("SELECT value FROM meta WHERE key = 'ranges'").fetchone()
     if row:
         return np.frombuffer(row[0], dtype=np.float32).reshape(2, dim)
-    texts = []
+    texts = list(CALIBRATION_TEXTS)
     for doc in pending:
+        if len(texts) >= len(CALIBRATION_TEXTS) + CALIBRATION_CHUNKS:
+            break
         try:
             text, _ = read_text(doc.path)
         except OSError:  # reported when its turn comes
             continue
-        texts += [text[start:end] for start, end in split(text)][: CALIBRATION_CHUNKS - len(texts)]
-        if len(texts) >= CALIBRATION_CHUNKS:
-            break
-    if not texts:  # nothing but empty files so far: calibrate on the first run that has text
-        return np.stack([-np.ones(dim, np.float32), np.ones(dim, np.float32)])
+        texts += [text[start:end] for start, end in split(text)][: len(CALIBRATION_TEXTS) + CALIBRATION_CHUNKS
+                                                                   - len(texts)]
     ranges = int8_ranges(model.embed(texts, task="search_document", dim=dim))
     with db:
         db.execute("INSERT INTO meta VALUES ('ranges', ?)", (ranges.tobytes(),))
@@ -247,25 +270,45 @@ def embed_naive(model, docs, dim, progress, cancel):
         yield waiting.popleft(), leftover[:0]
 
 
-def embed_late(model, docs, dim, progress, cancel):
-    """Late chunking: each file runs through the model once and each chunk pools its own tokens."""
-    done = 0
+def groups(docs, cancel):
+    """Loaded files in groups of about GROUP_CHARS characters (one file alone when it is longer)."""
+    group: list[Pending] = []
     for doc in docs:
         if cancel.is_set():
             return
-        if not load(doc):
-            continue
-        if not doc.spans:
-            yield doc, np.zeros((0, dim), np.float32)
-            continue
-        try:
-            [(_, vectors)] = model.embed_chunks([doc.text], spans=[doc.spans], dim=dim)
-        except InputError as exc:  # one odd file stops neither the run nor the next runs' other files
-            print(f"skipped {doc.path}: {exc}", file=sys.stderr)
-            continue
-        done += len(doc.text)
+        if load(doc):
+            group.append(doc)
+        if sum(len(d.text) for d in group) >= GROUP_CHARS:
+            yield group
+            group = []
+    if group and not cancel.is_set():
+        yield group
+
+
+def late_chunks(model, group, dim):
+    """embed_chunks on a group of files; a file it rejects is reported and left out, the others go on."""
+    try:
+        return model.embed_chunks([d.text for d in group], spans=[d.spans for d in group], dim=dim)
+    except InputError as exc:
+        if len(group) == 1:
+            print(f"skipped {group[0].path}: {exc}", file=sys.stderr)
+            return [None]
+        return [result for doc in group for result in late_chunks(model, [doc], dim)]
+
+
+def embed_late(model, docs, dim, progress, cancel):
+    """Late chunking: each file runs through the model once and each chunk pools its own tokens. Small files
+    share model calls (a few thousand characters at a time), and each is still committed on its own."""
+    done = 0
+    for group in groups(docs, cancel):
+        with_text = [doc for doc in group if doc.spans]
+        results = dict(zip(map(id, with_text), late_chunks(model, with_text, dim) if with_text else []))
+        done += sum(len(doc.text) for doc in group)
         progress(done, None, unit="characters")
-        yield doc, vectors
+        for doc in group:
+            result = results.get(id(doc), (None, np.zeros((0, dim), np.float32)))
+            if result is not None:
+                yield doc, result[1]
 
 
 class ProgressLine:
