@@ -10,8 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from docs_corpus import DOCUMENTS, QUESTIONS
+
+from edge_embed import Embedder
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "local_docs.py"
 FILLER = "The committee met again on Tuesday and agreed to revisit the matter at a later date. "
@@ -76,6 +79,25 @@ def test_reindex_embeds_only_new_and_changed_files_and_search_finds_them(minilm_
     for question, name in list(QUESTIONS.items())[:3] + [("what is the biggest animal in the ocean?", "whales")]:
         if name != "volcano":
             assert top_file(db, minilm_bundle, question) == f"{name}.md", question
+
+
+def test_search_scores_are_the_float_cosines_within_int8_error(minilm_bundle, tmp_path):
+    folder, db = tmp_path / "docs", tmp_path / "docs.sqlite"
+    write_folder(folder, list(DOCUMENTS), filler_sentences=0)  # one chunk a file: the file's whole text
+    run("index", folder, "--db", db, "--bundle", minilm_bundle, "--precision", "fp32", "--chunking", "naive")
+    question = "how do I recover my login credentials?"
+    lines = run("search", question, "--db", db, "--bundle", minilm_bundle, "--precision", "fp32", "-k", "8")
+    found = [re.match(r"(\d+)\. (-?[\d.]+)  (.+)  \[(\d+):(\d+)\]  ", line).groups() for line in
+             lines.stdout.splitlines()]
+    assert [int(rank) for rank, *_ in found] == list(range(1, 9))
+    # the expected scores: the float cosines of the question and each file's text, straight from the model
+    model = Embedder(minilm_bundle, precision="fp32")
+    query = model.embed([question], task="search_query")[0]
+    texts = [(folder / Path(path).name).read_text().strip() for _, _, path, _, _ in found]
+    cosines = model.embed(texts, task="search_document") @ query
+    scores = np.array([float(score) for _, score, *_ in found])
+    assert np.abs(scores - cosines).max() <= 0.005  # int8 codes: 256 steps over each dimension's range (measured 5e-4)
+    assert Path(found[0][2]).name == "password.md" and list(scores) == sorted(scores, reverse=True)
 
 
 def stop_mid_run(folder: Path, db: Path, bundle: Path, how: signal.Signals) -> tuple[int, set[str], str]:
