@@ -57,6 +57,7 @@ CALIBRATION_TEXTS = (  # varied texts, embedded with them: ranges that cover mor
 )
 MULTIPLIER = 4  # binary shortlist of k x MULTIPLIER, rescored with int8
 GROUP_CHARS = 8000  # late chunking: small files share model calls up to about this many characters
+CANCELLED = object()  # what embed_late finds in place of a file that a Ctrl-C stopped
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
@@ -285,41 +286,51 @@ def groups(docs, cancel):
         yield group
 
 
-def late_chunks(model, group, dim):
-    """embed_chunks on a group of files; a file it rejects is reported and left out, the others go on."""
+def late_chunks(model, group, dim, progress, cancel):
+    """embed_chunks on a group of files: one (spans, vectors) per file, None for a file it rejects (reported,
+    the others go on); a shorter list when cancelled."""
     try:
-        return model.embed_chunks([d.text for d in group], spans=[d.spans for d in group], dim=dim)
+        return model.embed_chunks([d.text for d in group], spans=[d.spans for d in group], dim=dim,
+                                  progress=progress, cancel=cancel)
     except InputError as exc:
         if len(group) == 1:
             print(f"skipped {group[0].path}: {exc}", file=sys.stderr)
             return [None]
-        return [result for doc in group for result in late_chunks(model, [doc], dim)]
+        return [result for doc in group for result in late_chunks(model, [doc], dim, progress, cancel)]
 
 
 def embed_late(model, docs, dim, progress, cancel):
     """Late chunking: each file runs through the model once and each chunk pools its own tokens. Small files
     share model calls (a few thousand characters at a time), and each is still committed on its own."""
-    done = 0
+    tokens = {"before": 0, "call": 0}  # embed_chunks counts per call; the progress line counts the run
+
+    def running(done: int, total: int) -> None:
+        tokens["call"] = done
+        progress(tokens["before"] + done, None)
+
     for group in groups(docs, cancel):
-        with_text = [doc for doc in group if doc.spans]
-        results = dict(zip(map(id, with_text), late_chunks(model, with_text, dim) if with_text else []))
-        done += sum(len(doc.text) for doc in group)
-        progress(done, None, unit="characters")
+        results = iter(late_chunks(model, [doc for doc in group if doc.spans], dim, running, cancel))
+        tokens["before"] += tokens["call"]
         for doc in group:
-            result = results.get(id(doc), (None, np.zeros((0, dim), np.float32)))
+            if not doc.spans:
+                yield doc, np.zeros((0, dim), np.float32)
+                continue
+            result = next(results, CANCELLED)
+            if result is CANCELLED:  # stopped before this file was done
+                return
             if result is not None:
                 yield doc, result[1]
 
 
 class ProgressLine:
-    """One line on stderr, redrawn at most once a second: files done, tokens (or characters) embedded, rate."""
+    """One line on stderr, redrawn at most once a second: files done, tokens embedded, tokens a second."""
 
     def __init__(self, files: int):
-        self.files, self.done_files, self.amount, self.unit = files, 0, 0, "tokens"
+        self.files, self.done_files, self.amount = files, 0, 0
         self.started = self.shown = time.monotonic()
 
-    def __call__(self, done: int, total: int | None, unit: str = "tokens") -> None:
-        self.amount, self.unit = done, unit
+    def __call__(self, done: int, total: int | None) -> None:
+        self.amount = done
         if time.monotonic() - self.shown >= 1:
             self.show()
 
@@ -329,7 +340,7 @@ class ProgressLine:
     def show(self, end: str = "") -> None:
         self.shown = time.monotonic()
         rate = self.amount / max(self.shown - self.started, 1e-9)
-        line = f"[index] {self.done_files}/{self.files} files, {self.amount:,} {self.unit} ({rate:,.0f}/s)"
+        line = f"[index] {self.done_files}/{self.files} files, {self.amount:,} tokens ({rate:,.0f}/s)"
         print(("\r" if sys.stderr.isatty() else "") + line, end=end or ("" if sys.stderr.isatty() else "\n"),
               file=sys.stderr, flush=True)
 
