@@ -388,6 +388,8 @@ def index(args) -> int:
 
 
 def search(args) -> int:
+    if not Path(args.db).is_file():  # connecting would create an empty one
+        raise SystemExit(f"{args.db} has nothing indexed yet (no such file): run `index FOLDER --db {args.db}` first")
     db = open_index(args.db)
     model = Embedder(args.bundle, precision=args.precision, threads=args.threads)
     meta = dict(db.execute("SELECT key, value FROM meta").fetchall())

@@ -229,7 +229,7 @@ def test_bad_input_gives_a_message_not_a_traceback(minilm_bundle, tmp_path):
     missing = run("index", tmp_path / "nowhere", "--db", tmp_path / "x.sqlite", "--bundle", minilm_bundle, check=False)
     assert missing.returncode != 0 and "is not a folder" in missing.stderr and "Traceback" not in missing.stderr
     empty = run("search", "anything", "--db", tmp_path / "x.sqlite", "--bundle", minilm_bundle, check=False)
-    assert empty.returncode != 0 and "nothing indexed yet" in empty.stderr
+    assert empty.returncode != 0 and "nothing indexed yet" in empty.stderr and not (tmp_path / "x.sqlite").exists()
     write_folder(tmp_path / "docs", ["guitar"])
     run("index", tmp_path / "docs", "--db", tmp_path / "x.sqlite", "--bundle", minilm_bundle, "--dim", "128")
     other = run("index", tmp_path / "docs", "--db", tmp_path / "x.sqlite", "--bundle", minilm_bundle, check=False)
