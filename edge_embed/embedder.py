@@ -29,6 +29,7 @@ from edge_embed.session import (
     arena_shrinking_run,
     check_onnxruntime,
     create_session,
+    release_freed_heap,
     resolve_precision,
     resolve_providers,
 )
@@ -315,6 +316,8 @@ class Embedder:
                 if on_batch is not None and not on_batch(int(mask.sum())):
                     return None
         out[encoded.chunked] = sums / counts[:, None]
+        if max(lengths, default=0) > self.batch_limits.max_tokens:
+            release_freed_heap()  # a long text's temporaries (tokens, offsets, its states' float64 sum)
         broken = np.flatnonzero(~np.isfinite(out).all(axis=1))
         if broken.size:  # e.g. an fp16 overflow on a GPU: never hand back NaN vectors as embeddings
             raise NonFiniteError(
