@@ -26,6 +26,7 @@ demo: $(STAMP)
 
 eval: $(STAMP)
 	$(PY) scripts/eval_minilm.py --work $(WORK) $(if $(DATA),--data $(DATA)) $(if $(FETCH),--fetch)
+	$(PY) scripts/eval_chunking.py --work $(WORK) $(if $(DATA),--data $(DATA))
 
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
@@ -43,9 +44,10 @@ bench: $(BENCH_STAMP)
 	$(PY) bench/load_memory.py --work $(WORK)/bench --out $(WORK)/bench/load_memory.json
 	$(PY) bench/serve.py --work $(WORK)/bench --out $(WORK)/bench/serve.json
 	$(PY) bench/openvino_paths.py --work $(WORK)/bench --out $(WORK)/bench/openvino_paths.json
+	$(PY) bench/local_docs.py --bundle $(WORK)/bench/bundles/v15 --out $(WORK)/bench/local_docs.json
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check edge_embed export tests bench scripts
+	$(VENV)/bin/ruff check edge_embed export tests bench scripts examples
 
 clean:
 	rm -rf $(VENV) $(WORK)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import sys
+import threading
 import warnings
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
@@ -20,6 +21,7 @@ from edge_embed.errors import (
     TruncationWarning,
     is_int,
 )
+from edge_embed.late_chunking import CHUNK_TOKENS, embed_chunks
 from edge_embed.manifest import (
     TASK_ALIASES,
     TOKENIZER_FILE,
@@ -35,9 +37,11 @@ from edge_embed.session import (
     check_onnxruntime,
     create_session,
     model_files,
+    release_freed_heap,
     resolve_path,
     resolve_precision,
 )
+from edge_embed.streaming import stream_embeddings
 from edge_embed.tokenize import TextTokenizer, check_truncation
 
 POSTPROCESS_ROWS = 4096  # rows per Matryoshka block: bounds its float64 temporaries on large jobs
@@ -175,7 +179,7 @@ class Embedder:
         return int(dim)
 
     @staticmethod
-    def _check_texts(texts: Sequence[str]) -> list[str]:
+    def _check_texts(texts: Sequence[str], start: int = 0) -> list[str]:
         if isinstance(texts, str):
             raise InputError("texts must be a list of strings; wrap a single text as [text]")
         if isinstance(texts, (Mapping, Set)):  # their order is not the caller's rows
@@ -187,9 +191,9 @@ class Embedder:
             raise InputError(f"texts must be a list of strings, not {type(texts).__name__}") from None
         for index, text in enumerate(texts):
             if not isinstance(text, str):
-                raise InputError(f"texts[{index}] is a {type(text).__name__}, not a string")
+                raise InputError(f"texts[{start + index}] is a {type(text).__name__}, not a string")
             if not text.strip():
-                raise InputError(f"texts[{index}] is empty; remove empty texts before embedding")
+                raise InputError(f"texts[{start + index}] is empty; remove empty texts before embedding")
         return texts
 
     def embed(
@@ -220,17 +224,72 @@ class Embedder:
         width = dim // 8 if binary else dim
         if not texts:
             return np.zeros((0, width), dtype=np.uint8 if binary else np.float32)
-        pooled = self.pooled(texts, prefix, truncation, progress)
+        return self.postprocess(self.pooled(texts, prefix, truncation, progress), dim, binary)
+
+    def embed_stream(
+        self,
+        texts: Iterable[str],
+        task: str | None = None,
+        dim: int | None = None,
+        binary: bool = False,
+        truncation: str = "truncate",
+        progress: Callable[[int, int | None], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Embed any iterable of texts, yielding float32 [k, dim] (or uint8 [k, dim / 8]) arrays of
+        consecutive rows in input order; np.concatenate of them equals embed() on the same texts.
+
+        Texts are read STREAM_BLOCK at a time, so memory is bounded by a block, not the corpus.
+        progress(done_tokens, total_tokens) is called after every batch (total_tokens is None when
+        `texts` has no len(); with a len() the texts are tokenized once more up front to count).
+        Breaking out of the loop, or setting `cancel` (a threading.Event), stops between batches;
+        the rows of a block that was not finished are not yielded."""
+        return stream_embeddings(self, texts, self.prefix(task), self._check_dim(dim, binary), binary,
+                                 truncation, progress, cancel)
+
+    def embed_chunks(
+        self,
+        documents: Sequence[str],
+        spans: Sequence[Sequence[tuple[int, int]]] | None = None,
+        task: str | None = "search_document",
+        dim: int | None = None,
+        binary: bool = False,
+        chunk_tokens: int = CHUNK_TOKENS,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[tuple[list[tuple[int, int]], np.ndarray]]:
+        """Late chunking: per document, (spans, vectors) with vectors float32 [len(spans), dim] (or
+        uint8 [len(spans), dim / 8]). Each document runs through the model once (overlapping windows
+        beyond the max length); a chunk's vector is the mean of the states of the tokens whose
+        characters lie inside its (start, end) span, then the Matryoshka recipe. spans=None: chunks of
+        at most chunk_tokens tokens cut at sentence ends or whitespace, returned with the vectors.
+        progress(done_tokens, total_tokens) after every batch; setting `cancel` stops between batches
+        and returns the documents finished so far (a shorter list, in order)."""
+        if not isinstance(binary, (bool, np.bool_)):
+            raise InputError(f"binary must be True or False, not {binary!r}")
+        return embed_chunks(self, documents, spans, self.prefix(task), self._check_dim(dim, binary), binary,
+                            chunk_tokens, progress, cancel)
+
+    def postprocess(self, pooled: np.ndarray, dim: int, binary: bool) -> np.ndarray:
+        """Pooled states [n, hidden] -> the bundle's Matryoshka recipe at `dim` (float32), or packed bits."""
         mat = self.manifest.matryoshka
-        out = np.empty((len(texts), width), dtype=np.uint8 if binary else np.float32)
-        for start in range(0, len(texts), POSTPROCESS_ROWS):  # float64 temporaries for a block, not all rows
+        out = np.empty((len(pooled), dim // 8 if binary else dim), dtype=np.uint8 if binary else np.float32)
+        for start in range(0, len(pooled), POSTPROCESS_ROWS):  # float64 temporaries for a block, not all rows
             rows = slice(start, start + POSTPROCESS_ROWS)
             block = matryoshka(pooled[rows], dim, mat.layer_norm, mat.layer_norm_eps)
             out[rows] = binarize(block) if binary else block
         return out
 
-    def pooled(self, texts: list[str], prefix: str, truncation: str, progress: bool | None) -> np.ndarray:
-        """Pooled token states [n, hidden] (float32), in input order."""
+    def pooled(
+        self,
+        texts: list[str],
+        prefix: str,
+        truncation: str,
+        progress: bool | None,
+        on_batch: Callable[[int], bool] | None = None,
+    ) -> np.ndarray | None:
+        """Pooled token states [n, hidden] (float32), in input order. on_batch(tokens) is called after
+        each batch with the tokens it ran; when it returns False the rest is skipped and None returned."""
         encoded = self.tokenizer.encode(texts, prefix, truncation)
         if encoded.truncated:
             message = (
@@ -240,8 +299,10 @@ class Embedder:
             warnings.warn(TruncationWarning(message, len(encoded.truncated)), stacklevel=3)
         lengths = [len(seq) for seq in encoded.sequences]
         out = np.empty((len(texts), self.manifest.hidden_size), dtype=np.float32)
-        # A chunked text's windows are averaged by token count (with mean pooling: one mean over all
-        # its tokens); only those texts need a float64 accumulator.
+        # A chunked text's windows share tokens; each token's state is taken once (edge_embed/windows.py):
+        # with mean pooling the text's vector is the mean over its whole token sequence, as if the model
+        # had seen it at once; with cls pooling it is the first window's [CLS]. Only chunked texts need
+        # a float64 accumulator.
         slot = np.full(len(texts), -1, dtype=np.int64)
         slot[encoded.chunked] = np.arange(len(encoded.chunked))
         sums = np.zeros((len(encoded.chunked), self.manifest.hidden_size), dtype=np.float64)
@@ -254,15 +315,24 @@ class Embedder:
         with Progress(total, "embedding (tokens)", enabled=enabled) as bar:
             for batch in plan_batches(lengths, self.batch_limits):
                 ids, mask = pad([encoded.sequences[i] for i in batch], self.manifest.pad_token_id)
-                pooled = POOLINGS[self.manifest.pooling](self._run(ids, mask), mask)
+                hidden = self._run(ids, mask)
+                pooled = POOLINGS[self.manifest.pooling](hidden, mask)
                 owners, slots = encoded.owner[batch], slot[encoded.owner[batch]]
                 whole = slots < 0
                 out[owners[whole]] = pooled[whole]
-                weights = mask.sum(axis=1)[~whole]
-                np.add.at(sums, slots[~whole], pooled[~whole] * weights[:, None])
-                np.add.at(counts, slots[~whole], weights)
+                for row in np.flatnonzero(~whole):
+                    keep_from, keep_to = encoded.keep[batch[row]]
+                    if self.manifest.pooling == "mean":
+                        sums[slots[row]] += hidden[row, keep_from:keep_to].sum(axis=0, dtype=np.float64)
+                        counts[slots[row]] += keep_to - keep_from
+                    elif keep_from == 0:  # cls: the first window's first token
+                        sums[slots[row]], counts[slots[row]] = pooled[row], 1
                 bar.update(int(mask.sum()))
+                if on_batch is not None and not on_batch(int(mask.sum())):
+                    return None
         out[encoded.chunked] = sums / counts[:, None]
+        if max(lengths, default=0) > self.batch_limits.max_tokens:
+            release_freed_heap()  # a long text's temporaries (tokens, offsets, its states' float64 sum)
         broken = np.flatnonzero(~np.isfinite(out).all(axis=1))
         if broken.size:  # e.g. an fp16 overflow on a GPU: never hand back NaN vectors as embeddings
             raise NonFiniteError(
@@ -272,12 +342,28 @@ class Embedder:
             )
         return out
 
-    def pool_batch(self, sequences: list[np.ndarray]) -> np.ndarray:
-        """Pooled states [n, hidden] float32 of already-encoded int64 id sequences (TextTokenizer.encode),
-        run as one padded batch, in order: for callers that tokenize and batch themselves (the server's
-        worker pools the texts of many requests). No task prefix, truncation or chunk averaging here."""
+    def pool_batch(self, sequences: list[np.ndarray], keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Already-encoded int64 id sequences (TextTokenizer.encode) run as one padded batch, for callers
+        that tokenize and batch themselves (the server's worker pools the texts of many requests).
+
+        Returns (vectors float32 [n, hidden], weights float64 [n]): a whole sequence's pooled state, or for a
+        window of a chunked text (keep[i] = its positions [from, to) that belong to the text, Encoded.keep)
+        what chunk mode counts of it: the mean of those states weighted by their number (mean pooling), or
+        the first window's [CLS] with weight 1 (cls pooling). A text's vector is the weighted mean of its
+        sequences', exactly as `pooled` combines them."""
         ids, mask = pad(sequences, self.manifest.pad_token_id)
-        return POOLINGS[self.manifest.pooling](self._run(ids, mask), mask)
+        hidden = self._run(ids, mask)
+        vectors = POOLINGS[self.manifest.pooling](hidden, mask)
+        weights = mask.sum(axis=1).astype(np.float64)
+        for row, (keep_from, keep_to) in enumerate(np.asarray(keep, dtype=np.int64).reshape(-1, 2)):
+            if keep_from == 0 and keep_to == len(sequences[row]):
+                continue  # the whole sequence
+            if self.manifest.pooling == "mean":
+                vectors[row] = hidden[row, keep_from:keep_to].mean(axis=0, dtype=np.float64)
+                weights[row] = keep_to - keep_from
+            else:
+                weights[row] = 1.0 if keep_from == 0 else 0.0
+        return vectors, weights
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": ids, "attention_mask": mask}  # by name: _check_io made sure the model has these

@@ -11,9 +11,11 @@ from tokenizers import Tokenizer
 
 from edge_embed.errors import BundleError, InputError
 from edge_embed.unigram import UnigramTokenizer
+from edge_embed.windows import split_windows
 
 TRUNCATION_MODES = ("truncate", "error", "chunk")
 ENCODE_BLOCK = 2048  # texts per encode_batch call
+CHUNK_OVERLAP = 64  # text tokens neighbouring windows share (at most a quarter of a window)
 HEAD_CHARS_PER_TOKEN = 32  # no tokenizer here makes a token of more characters, whitespace aside
 
 
@@ -47,6 +49,23 @@ class Encoded:
     owner: np.ndarray  # [n_sequences] index of the text each sequence belongs to
     truncated: list[int]  # indices of texts that were cut to max_length
     chunked: list[int]  # indices of texts split into several sequences
+    keep: np.ndarray  # [n_sequences, 2]: positions [from, to) whose states belong to the text (windows overlap)
+
+
+@dataclass
+class Document:
+    """A text's tokens split into their parts (for windows and late chunking)."""
+
+    head: list[int]  # leading special tokens
+    prefix: list[int]  # the task prefix's tokens, as tokenized in front of this text
+    text: list[int]  # the text's own tokens
+    tail: list[int]  # trailing special tokens
+    spans: np.ndarray  # int64 [len(text), 2]: each text token's characters in the text, whitespace trimmed
+
+    @property
+    def lead(self) -> int:
+        """Document position of the first text token."""
+        return len(self.head) + len(self.prefix)
 
 
 def load_tokenizer(path: Path, lean: Path | None = None):
@@ -68,7 +87,7 @@ def load_tokenizer(path: Path, lean: Path | None = None):
 
 
 class TextTokenizer:
-    def __init__(self, path: Path, max_length: int, chunk_overlap: int = 8, lean: Path | None = None):
+    def __init__(self, path: Path, max_length: int, chunk_overlap: int = CHUNK_OVERLAP, lean: Path | None = None):
         self.tokenizer = load_tokenizer(path, lean)
         self.max_length = max_length
         self.chunk_overlap = chunk_overlap
@@ -84,6 +103,32 @@ class TextTokenizer:
         while end > start and special[end - 1]:
             end -= 1
         return ids[:start], ids[start:end], ids[end:]
+
+    def document(self, encoding, prefix: str, text: str) -> Document:
+        """Split an encoding of prefix + text. The prefix's tokens are those that start inside the
+        prefix, as the tokenizer made them in front of this text: a prefix that tokenizes
+        differently in context is still found, and every window can repeat it exactly."""
+        head, content, tail = self._split(encoding)
+        offsets = encoding.offsets[len(head) : len(head) + len(content)]
+        prefix_end = len(prefix.rstrip())
+        n_prefix = 0
+        while n_prefix < len(content) and offsets[n_prefix][0] < prefix_end:
+            n_prefix += 1
+        spans = np.asarray(offsets[n_prefix:], dtype=np.int64).reshape(-1, 2) - len(prefix)
+        spans = np.maximum(spans, 0)  # a token that takes the prefix's trailing space ("▁word")
+        for row, (start, end) in enumerate(spans):
+            while start < end and text[start].isspace():
+                start += 1
+            spans[row, 0] = start
+        return Document(head, content[:n_prefix], content[n_prefix:], tail, spans)
+
+    def encode_document(self, text: str, prefix: str) -> Document:
+        """The whole of one text (never cut), split into its parts."""
+        try:
+            encoding = self.tokenizer.encode(prefix + text)
+        except TypeError:
+            raise InputError(_unencodable([text], 0)) from None
+        return self.document(encoding, prefix, text)
 
     def prefix_ids(self, prefix: str) -> list[int]:
         if prefix not in self._prefix_ids:
@@ -118,9 +163,10 @@ class TextTokenizer:
             return text
         cut = next((i for i in range(limit, min(len(text), limit + 1024)) if _splits_words(text[i])), None)
         return text[:cut] if cut else text  # no whitespace near the limit: keep the text whole
+
     def encode(self, texts: list[str], prefix: str = "", truncation: str = "truncate") -> Encoded:
         check_truncation(truncation)
-        sequences, owner, truncated, chunked = [], [], [], []
+        sequences, owner, truncated, chunked, keep = [], [], [], [], []
         for index, encoding, partial in self._encodings(texts, prefix, whole=truncation == "chunk"):
             if len(encoding.ids) <= self.max_length:
                 sequences.append(np.asarray(encoding.ids, dtype=np.int64))
@@ -133,27 +179,22 @@ class TextTokenizer:
                     f"{self.max_length}; shorten it, or pass truncation='truncate' or 'chunk' "
                     "(edge-embed embed: --truncation truncate|chunk)"
                 )
-            head, content, tail = self._split(encoding)
-            room = self.max_length - len(head) - len(tail)
             if truncation == "truncate":
+                head, content, tail = self._split(encoding)
+                room = self.max_length - len(head) - len(tail)
                 sequences.append(np.asarray(head + content[:room] + tail, dtype=np.int64))
                 owner.append(index)
                 truncated.append(index)
                 continue
-            # chunk: every window keeps the special tokens and the task prefix
-            kept = self.prefix_ids(prefix)
-            if content[: len(kept)] != kept:
-                kept = []
-            body = content[len(kept):]
-            window = room - len(kept)
-            if window < 1:
-                raise InputError(f"max_length {self.max_length} leaves no room for text after the special tokens "
-                                 "and the task prefix; use a larger max_length to chunk")
-            overlap = min(self.chunk_overlap, window // 2)  # small windows: every window still moves on
-            step = window - overlap
-            for start in range(0, max(len(body) - overlap, 1), step):
-                piece = head + kept + body[start : start + window] + tail
-                sequences.append(np.asarray(piece, dtype=np.int64))
+            # chunk: windows that each keep the special tokens and the task prefix; each token's state once
+            document = self.document(encoding, prefix, texts[index])
+            for window in split_windows(document.head, document.prefix, document.text, document.tail,
+                                        self.max_length, self.chunk_overlap):
+                sequences.append(window.ids)
                 owner.append(index)
+                keep.append((len(sequences) - 1, window.keep_from, window.keep_to))
             chunked.append(index)
-        return Encoded(sequences, np.asarray(owner, dtype=np.int64), truncated, chunked)
+        kept = np.asarray([(0, len(seq)) for seq in sequences], dtype=np.int64).reshape(-1, 2)
+        for row, keep_from, keep_to in keep:
+            kept[row] = keep_from, keep_to
+        return Encoded(sequences, np.asarray(owner, dtype=np.int64), truncated, chunked, kept)

@@ -26,7 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, help="max tokens per text (default: from the checkpoint)")
     p.add_argument("--min-dim", type=int, help="smallest Matryoshka dim allowed (default: per family)")
     p.add_argument("--rotary-scaling-factor", type=float,
-                   help="dynamic NTK factor for long context (nomic v1.5 card: 2); default: config.json")
+                   help="dynamic NTK factor for texts past max_trained_positions; default: config.json's, "
+                   "and 2 for v1.5 (its model card's long-context setting; no change at or below 2048 tokens)")
+    p.add_argument("--no-rotary-scaling", action="store_true",
+                   help="v1.5: leave out the default factor 2 (longer texts then run with unscaled positions, "
+                   "as the checkpoint's config.json says)")
     p.add_argument("--revision", help="hub revision when SRC is a model id")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 model")
     p.add_argument("--int8-scheme", choices=INT8_SCHEMES, default="dynamic",
@@ -51,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = ExportOptions(
         moe=args.moe, max_length=args.max_length, min_dim=args.min_dim,
-        rotary_scaling_factor=args.rotary_scaling_factor, int8=not args.no_int8, int8_scheme=args.int8_scheme,
+        rotary_scaling_factor=args.rotary_scaling_factor, rotary_scaling_default=not args.no_rotary_scaling,
+        int8=not args.no_int8, int8_scheme=args.int8_scheme,
         fp16=args.fp16,
         validate=not args.no_validate, revision=args.revision,
         int8_min_cosine=args.int8_min_cosine, int8_on_failure=args.int8_on_failure,

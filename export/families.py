@@ -51,6 +51,22 @@ V2_MOE = Family("nomic-embed-text-v2-moe", 3, False, _build_nomic)
 BERT = Family("bert", 12, False, _build_bert)
 
 
+V15_TRAINED_POSITIONS = 2048
+V15_DEFAULT_ROTARY_SCALING = 2.0  # the v1.5 model card's long-context setting (dynamic NTK)
+
+
+def default_rotary_scaling(family: Family, config: dict) -> float | None:
+    """v1.5 was trained at 2,048 positions and its config sets no rotary scaling, so an export as
+    configured would run 2,049-8,192-token texts with unscaled rotary positions, silently. The
+    model card's setting (dynamic NTK, factor 2) changes nothing at or below 2,048 tokens, so it is
+    the default for a v1.5-style checkpoint; a config that sets its own factor keeps it."""
+    trained = config.get("max_trained_positions")
+    if (family is V15 and config.get("rotary_scaling_factor") is None and trained == V15_TRAINED_POSITIONS
+            and (config.get("n_positions") or 0) > trained):
+        return V15_DEFAULT_ROTARY_SCALING
+    return None
+
+
 def detect_family(config: dict) -> Family:
     model_type = config.get("model_type")
     if model_type == "nomic_bert":

@@ -132,7 +132,9 @@ def rotary_tables(lengths: torch.Tensor, seq_len: int, cfg: NomicConfig):
         inv_freq = 1.0 / base[:, None] ** exponents[None, :]  # [B, d/2]
     else:
         inv_freq = (1.0 / cfg.rotary_base**exponents)[None, :]  # [1, d/2]
-    positions = torch.arange(seq_len, dtype=torch.float32)
+    # int64 range, then float32: a float Range would take its limit through a Cast that the fp16
+    # converter turns to fp16 (4803 -> 4804 positions), export/fp16.py
+    positions = torch.arange(seq_len, dtype=torch.int64).to(torch.float32)
     freqs = positions[None, :, None] * inv_freq[:, None, :]  # [B, S, d/2]
     emb = torch.cat([freqs, freqs], dim=-1)
     return emb.cos(), emb.sin()

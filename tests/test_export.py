@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from fixture_recipe import make_weights
@@ -123,6 +124,7 @@ def test_a_model_this_onnxruntime_cannot_run_is_written_and_reported_not_validat
     (ExportOptions(min_dim=0), "min dim must be from 1"),
     (ExportOptions(max_length=0), "max length must be at least 8"),
     (ExportOptions(rotary_scaling_factor=-1.0), "rotary scaling factor must be positive"),
+    (ExportOptions(rotary_scaling_factor=2.0, rotary_scaling_default=False), "a rotary scaling factor or no rotary"),
     (ExportOptions(moe="dense-ish"), "moe must be one of"),
     (ExportOptions(moe="fused"), "applies to MoE checkpoints .v2-moe. only; this is a nomic-embed-text-v1.5"),
     (ExportOptions(int8_scheme="int4"), "int8_scheme must be one of"),
@@ -246,3 +248,27 @@ def test_reexport_replaces_the_earlier_bundle_and_nothing_else(checkpoint, tmp_p
                                                             "tokenizer.json", "tokenizer.unigram.json",
                                                             "validation.json", *users])
     assert Embedder(out).manifest.family == "nomic-embed-text-v2-moe"
+
+
+def test_v15_gets_dynamic_ntk_factor_2_by_default_with_an_opt_out(bundle, checkpoint, tmp_path):
+    """A v1.5-style config (trained at 2048 positions, no rotary scaling) is exported with the model
+    card's long-context setting; the flag leaves it out. At or below 2048 tokens nothing changes."""
+    from export.cli import main as export_main
+
+    default = bundle("nomic-v15-tiny")
+    rotary = json.loads((default / "edge_embed.json").read_text())["rotary"]
+    assert rotary["scaling_factor"] == 2.0 and "v1.5 default" in rotary["scaling_source"]
+    validated = json.loads((default / "validation.json").read_text())
+    assert validated["texts"] == len(validate.TEXTS) + 1  # torch vs ONNX also checked on a text past 2048 tokens
+    plain = tmp_path / "plain"
+    argv = [str(checkpoint("nomic-v15-tiny")), "--out", str(plain), "--no-rotary-scaling", "--no-int8", "--no-validate"]
+    assert export_main(argv) == 0
+    rotary = json.loads((plain / "edge_embed.json").read_text())["rotary"]
+    assert rotary["scaling_factor"] is None and rotary["scaling_source"].startswith("none")
+    scaled, unscaled = Embedder(default, precision="fp32"), Embedder(plain, precision="fp32")
+    words = [f"word{i % 89}" for i in range(1200)]  # about 2.2 tokens a word
+    at_limit, past = " ".join(words[:900]), " ".join(words)
+    lengths = [len(seq) for seq in scaled.tokenizer.encode([at_limit, past]).sequences]
+    assert lengths[0] <= 2048 < lengths[1]
+    assert np.abs(scaled.embed([at_limit]) - unscaled.embed([at_limit])).max() <= 1e-6
+    assert np.abs(scaled.embed([past]) - unscaled.embed([past])).max() > 1e-3

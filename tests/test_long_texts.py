@@ -6,9 +6,10 @@ import sys
 
 import numpy as np
 import pytest
+from token_states import v15_recipe, whole_document_states
+from tokenizers import Tokenizer
 
 from edge_embed import Embedder, InputError, TruncationWarning
-from edge_embed.pooling import matryoshka
 
 NAME = "nomic-v15-tiny"
 LONG = " ".join(f"token{i % 50} is here" for i in range(40))  # ~200 tokens
@@ -42,22 +43,33 @@ def test_error_mode_rejects_long_texts(short_model):
         short_model.embed(["short", LONG], truncation="error")
 
 
-def test_chunk_mode_averages_windows_by_token_count(short_model):
-    encoded = short_model.tokenizer.encode([LONG], short_model.prefix("search_document"), "chunk")
-    assert len(encoded.sequences) > 3 and encoded.chunked == [0]
-    assert max(len(s) for s in encoded.sequences) <= 48
-    prefix_ids = short_model.tokenizer.prefix_ids("search_document: ")
-    for seq in encoded.sequences:  # every window keeps [CLS] prefix ... [SEP]
-        assert seq[0] == 101 and seq[-1] == 102
-        assert seq[1 : 1 + len(prefix_ids)].tolist() == prefix_ids
-    # the chunked embedding is the token-weighted mean of the windows' mean-pooled states
-    got = short_model.embed([LONG], task="search_document", truncation="chunk")
-    windows = [short_model.tokenizer.tokenizer.decode(s.tolist()) for s in encoded.sequences]
-    pooled = np.stack([short_model.pooled([w], "", "truncate", False)[0] for w in windows])
-    lengths = np.array([len(s) for s in encoded.sequences], dtype=np.float64)
-    mean = (pooled * lengths[:, None]).sum(0) / lengths.sum()
-    want = matryoshka(mean[None], 64, True)
-    assert (got * want).sum() > 0.999
+def test_chunk_mode_averages_each_token_of_the_text_once(bundle, short_model):
+    """Windows built by hand in tests/token_states.py; the expected vector is the plain mean of the
+    states they give, one per token of the whole text."""
+    tokenizer = Tokenizer.from_file(str(bundle(NAME) / "tokenizer.json"))
+    prefix = "search_document: "
+    ids = tokenizer.encode(prefix + LONG).ids
+    lead = len(tokenizer.encode(prefix).ids) - 1  # [CLS] + the prefix
+    whole, windows = whole_document_states(bundle(NAME), ids, lead, 48)
+    assert len(windows) >= 4 and len(whole) == len(ids)  # one state per token of the text, each once
+    want = v15_recipe(whole.mean(axis=0), 64)[0]
+    got = short_model.embed([LONG], task="search_document", truncation="chunk")[0]
+    assert np.abs(got - want).max() <= 1e-5
+    # what chunk mode did before (each window's mean, weighted by its length) is measurably different
+    means = np.stack([w.mean(axis=0) for w in windows])
+    lengths = np.array([len(w) for w in windows], dtype=np.float64)
+    old = v15_recipe((means * lengths[:, None]).sum(axis=0) / lengths.sum(), 64)[0]
+    assert np.abs(old - want).max() > 1e-3
+
+
+def test_every_window_repeats_the_prefix_as_tokenized_in_context(bundle):
+    """"search_doc" + "uments ..." tokenizes as search _ documents ...: the prefix alone (search _ doc)
+    is not a prefix of the text's tokens, yet every window must start with the same lead tokens."""
+    model = Embedder(bundle(NAME), precision="fp32", max_length=24)
+    encoded = model.tokenizer.encode(["uments " + LONG], "search_doc", "chunk")
+    in_context = model.tokenizer.tokenizer.encode("search_doc" + "uments " + LONG).ids[:4]
+    assert len(encoded.sequences) > 3
+    assert all(seq[:4].tolist() == in_context for seq in encoded.sequences)
 
 
 def test_texts_within_the_limit_are_untouched_by_chunk_mode(short_model):
@@ -124,7 +136,7 @@ def test_a_huge_text_is_cut_from_its_head_with_the_tokens_of_the_whole(bundle, n
 
 
 def test_small_windows_still_cover_the_whole_text(bundle):
-    """With max_length 12 the window (12 - 2 specials - 4 prefix tokens) is smaller than the overlap."""
+    """With max_length 12 the window (12 - 2 specials - 4 prefix tokens) leaves room for 6 text tokens."""
     model = Embedder(bundle(NAME), precision="fp32", max_length=12)
     prefix = model.prefix("search_document")
     text = "alpha " * 20 + "cat dog house tree river"
@@ -132,6 +144,6 @@ def test_small_windows_still_cover_the_whole_text(bundle):
     kept = len(model.tokenizer.prefix_ids(prefix))
     body = model.tokenizer.tokenizer.encode(text).ids[1:-1]
     last = encoded.sequences[-1][1 + kept : -1].tolist()
-    assert len(encoded.sequences) > 5 and body[-len(last):] == last  # the last window ends where the text does
+    assert len(encoded.sequences) >= 5 and body[-len(last):] == last  # the last window ends where the text does
     a, b = model.embed([text, text.replace("river", "ocean")], task="search_document", truncation="chunk")
     assert np.abs(a - b).max() > 1e-4  # the last word reaches the model

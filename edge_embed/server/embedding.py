@@ -107,8 +107,9 @@ def _strip_prefix(text: str, prefix: str) -> str:
     return text[len(head):].lstrip() if head and text.startswith(head) else text
 
 
-def tokenize(model: ServedModel, req: EmbedRequest, prefix: str) -> tuple[list[np.ndarray], np.ndarray, list[int]]:
-    """(sequences, owner, truncated) as TextTokenizer.encode gives them; token ids get the model's
+def tokenize(model: ServedModel, req: EmbedRequest,
+             prefix: str) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[int]]:
+    """(sequences, owner, keep, truncated) as TextTokenizer.encode gives them; token ids get the model's
     special tokens (and the task prefix) around them."""
     tokenizer = model.embedder.tokenizer
     if isinstance(req.inputs[0], str):
@@ -116,7 +117,7 @@ def tokenize(model: ServedModel, req: EmbedRequest, prefix: str) -> tuple[list[n
             encoded = tokenizer.encode([_strip_prefix(t, prefix) for t in req.inputs], prefix, req.truncation)
         except InputError as exc:
             raise ApiError(422, str(exc).replace("texts[", f"{req.field}["), param=req.field) from None
-        return encoded.sequences, encoded.owner, encoded.truncated
+        return encoded.sequences, encoded.owner, encoded.keep, encoded.truncated
     if req.truncation == "chunk":
         raise ApiError(422, "long texts can be chunked only when sent as text, not token ids", param=req.field)
     vocab = tokenizer.tokenizer.get_vocab_size()
@@ -137,7 +138,8 @@ def tokenize(model: ServedModel, req: EmbedRequest, prefix: str) -> tuple[list[n
             content = content[:room]
             truncated.append(index)
         sequences.append(np.asarray(head + content + tail, dtype=np.int64))
-    return sequences, np.arange(len(sequences), dtype=np.int64), truncated
+    keep = np.array([(0, len(seq)) for seq in sequences], dtype=np.int64)
+    return sequences, np.arange(len(sequences), dtype=np.int64), keep, truncated
 
 
 def postprocess(model: ServedModel, req: EmbedRequest, dim: int):
@@ -167,13 +169,13 @@ async def embed(registry: Registry, limits: Limits, http: Request, req: EmbedReq
         prefix = model.embedder.prefix(req.task)
     except InputError as exc:
         raise ApiError(422, str(exc), param="task") from None
-    sequences, owner, truncated = await asyncio.to_thread(tokenize, model, req, prefix)
+    sequences, owner, keep, truncated = await asyncio.to_thread(tokenize, model, req, prefix)
     tokens = int(sum(len(seq) for seq in sequences))
     if tokens > limits.max_request_tokens:
         raise ApiError(413, f"the request has {tokens} tokens, the limit is {limits.max_request_tokens} per request; "
                             "split it over several requests", param=req.field)
     try:
-        job = model.worker.submit(sequences, owner, len(req.inputs), postprocess(model, req, dim))
+        job = model.worker.submit(sequences, owner, keep, len(req.inputs), postprocess(model, req, dim))
     except QueueFull as exc:
         retry = model.worker.retry_after()
         raise ApiError(429, f"the server is busy ({exc}); retry after {retry} s",

@@ -32,10 +32,12 @@ class QueueFull(Exception):
 
 @dataclass(eq=False)
 class Job:
-    """One request's sequences, in the order of Encoded.sequences; owner[i] is sequence i's text."""
+    """One request's sequences, in the order of Encoded.sequences; owner[i] is sequence i's text and
+    keep[i] the positions of its states that count (Encoded.keep: windows of a chunked text overlap)."""
 
     sequences: list[np.ndarray]
     owner: np.ndarray
+    keep: np.ndarray
     n_texts: int
     finish: Callable[[np.ndarray], Any]  # pooled [n_texts, hidden] float32 -> the request's result
     future: asyncio.Future
@@ -46,6 +48,7 @@ class Job:
     cancelled: bool = False
     started: bool = False
     pooled: np.ndarray | None = None
+    weights: np.ndarray | None = None
     left: int = 0  # sequences not yet pooled
 
     @property
@@ -85,10 +88,10 @@ class BatchWorker:
         """Seconds a refused client should wait: the queue's tokens at the rate the last cycles ran."""
         return max(1, min(30, round(self._pending_tokens / max(self._rate, 1.0))))
 
-    def submit(self, sequences: list[np.ndarray], owner: np.ndarray, n_texts: int,
+    def submit(self, sequences: list[np.ndarray], owner: np.ndarray, keep: np.ndarray, n_texts: int,
                finish: Callable[[np.ndarray], Any]) -> Job:
         loop = asyncio.get_running_loop()
-        job = Job(sequences, owner, n_texts, finish, loop.create_future(), loop)
+        job = Job(sequences, owner, keep, n_texts, finish, loop.create_future(), loop)
         job.unrun_tokens = job.tokens
         job.left = len(sequences)
         with self._lock:
@@ -157,10 +160,10 @@ class BatchWorker:
         tokens = sum(len(seq) for seq in sequences)
         start = time.perf_counter()
         try:
-            pooled = self.embedder.pool_batch(sequences)
+            pooled, weights = self.embedder.pool_batch(sequences, np.array([job.keep[i] for job, i in live]))
             error = None
         except Exception as exc:  # an ORT failure: the requests in this batch get it, the worker goes on
-            pooled, error = None, exc
+            pooled, weights, error = None, None, exc
         took = time.perf_counter() - start
         self._rate = 0.8 * self._rate + 0.2 * tokens / max(took, 1e-6)
         metrics.INFERENCE_SECONDS.labels(self.name).observe(took)
@@ -183,7 +186,8 @@ class BatchWorker:
                     continue
                 if job.pooled is None:
                     job.pooled = np.empty((len(job.sequences), pooled.shape[1]), dtype=np.float32)
-                job.pooled[i] = pooled[row]
+                    job.weights = np.empty(len(job.sequences), dtype=np.float64)
+                job.pooled[i], job.weights[i] = pooled[row], weights[row]
                 job.left -= 1
                 if job.left == 0:
                     self._pending_jobs -= 1
@@ -201,14 +205,13 @@ class BatchWorker:
 
 
 def per_text(job: Job) -> np.ndarray:
-    """Pooled states [n_texts, hidden]: a chunked text's windows averaged by token count, as the
-    runtime's chunk mode does."""
+    """Pooled states [n_texts, hidden]: a chunked text's windows combined with the weights pool_batch
+    gave them (each token's state once), as the runtime's chunk mode does."""
     pooled = job.pooled
     if len(job.sequences) != job.n_texts:
-        weights = np.array([len(seq) for seq in job.sequences], dtype=np.float64)
         sums = np.zeros((job.n_texts, pooled.shape[1]), dtype=np.float64)
-        np.add.at(sums, job.owner, pooled * weights[:, None])
-        counts = np.bincount(job.owner, weights=weights, minlength=job.n_texts)
+        np.add.at(sums, job.owner, pooled * job.weights[:, None])
+        counts = np.bincount(job.owner, weights=job.weights, minlength=job.n_texts)
         single = np.bincount(job.owner, minlength=job.n_texts) == 1
         out = (sums / counts[:, None]).astype(np.float32)
         out[job.owner[single[job.owner]]] = pooled[single[job.owner]]  # whole texts exactly as pooled
