@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,11 +63,13 @@ def runs_on_openvino(precision: str, manifest) -> bool:
 
 
 def auto_takes_openvino(precision: str, manifest) -> bool:
-    """providers="auto": OpenVINO for fp32 (the same vectors to 1e-6, faster) and bf16 (only there).
-    int8 stays on onnxruntime: OpenVINO's static int8 moves a text's vector with its batch-mates
-    (MiniLM, alone vs in a batch of 64: min cosine 0.99973; onnxruntime 0.9999999), which the default
-    int8 must not; it runs when asked for with providers="openvino"."""
-    return precision in ("fp32", "bf16") and not fused_moe(manifest)
+    """providers="auto": OpenVINO for bf16, which only it runs. fp32 stays on onnxruntime: OpenVINO's
+    fp32 was about as fast (about 1.05x) while a long-running process on it grew with the
+    batch shapes it met (the server's load test: 208 -> 254 MB over 2,000 requests, against a flat
+    onnxruntime). int8 stays on onnxruntime too: OpenVINO's static int8 moves a text's vector with its
+    batch-mates (MiniLM, alone vs in a batch of 64: min cosine 0.99973; onnxruntime 0.9999999), which
+    the default int8 must not. Both run when asked for with providers="openvino"."""
+    return precision == "bf16" and not fused_moe(manifest)
 
 
 def check_request(precision: str, manifest, openvino_requested: bool) -> None:
@@ -120,7 +123,7 @@ class OpenVINOSession:
             self._compiled = core.compile_model(os.fspath(path), "CPU", config)
         except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses
             raise BundleError(f"OpenVINO cannot load {path}: {exc}") from exc
-        self._request = self._compiled.create_infer_request()
+        self._requests = threading.local()  # an InferRequest runs one inference at a time: one per thread
         self.precision_hint = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # "f32", "bf16"
 
     def get_inputs(self) -> list[NodeArg]:
@@ -133,7 +136,10 @@ class OpenVINOSession:
         return [OPENVINO]
 
     def run(self, output_names: list[str], feeds: dict[str, np.ndarray], run_options=None) -> list[np.ndarray]:
-        results = self._request.infer(feeds)
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self._compiled.create_infer_request()
+        results = request.infer(feeds)
         by_name = {port.any_name: value for port, value in results.items()}
         return [np.array(by_name[name], dtype=np.float32, copy=True) for name in output_names]
 

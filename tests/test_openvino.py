@@ -80,11 +80,13 @@ def test_static_int8_matches_reference(static_bundle, name, providers):
 
 
 @pytest.mark.slow
-def test_auto_runs_int8_on_onnxruntime_and_fp32_on_openvino(static_bundle, bundle):
+def test_auto_runs_int8_and_fp32_on_onnxruntime_and_openvino_when_asked(static_bundle, bundle):
     for path in (static_bundle("nomic-v15-tiny"), bundle("nomic-v15-tiny")):
         model = Embedder(path)
         assert (model.precision, model.providers[0]) == ("int8", "CPUExecutionProvider")
     fp32 = Embedder(bundle("nomic-v15-tiny"), precision="fp32")
+    assert "provider='CPUExecutionProvider'" in repr(fp32) and "precision='fp32'" in repr(fp32)
+    fp32 = Embedder(bundle("nomic-v15-tiny"), precision="fp32", providers="openvino")
     assert "provider='OpenVINO'" in repr(fp32) and "precision='fp32'" in repr(fp32)
     # the static model on onnxruntime and on OpenVINO: the same int8 arithmetic, nearly the same vectors
     on_ov = Embedder(static_bundle("nomic-v15-tiny"), providers="openvino")
@@ -102,7 +104,8 @@ def test_openvino_refuses_a_dynamic_int8_model(bundle):
 
 def test_bf16_is_asked_for_by_name_and_runs_on_openvino_only(bundle, monkeypatch):
     manifest = Embedder(bundle("nomic-v15-tiny"), precision="fp32", providers="cpu").manifest
-    assert resolve_path("auto", "fp32", manifest) == (["OpenVINO"], "fp32")  # auto never turns fp32 into bf16
+    assert resolve_path("auto", "fp32", manifest) == (["CPUExecutionProvider"], "fp32")  # never bf16 unasked
+    assert resolve_path("openvino", "fp32", manifest) == (["OpenVINO"], "fp32")
     with pytest.raises(InputError, match="runs on OpenVINO"):
         resolve_path("cpu", "bf16", manifest)
     monkeypatch.setattr(openvino_backend, "cpu_has_bf16", lambda: False)  # the CPU flags, not the code path
@@ -191,9 +194,21 @@ def test_the_dynamic_scheme_moves_with_its_batch(tmp_path):
     assert alone_vs_batched(model, mixed_texts()).min() < 0.99999
 
 
+def test_one_openvino_session_serves_many_threads(bundle):
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = Embedder(bundle("nomic-v15-tiny"), precision="fp32", providers="openvino")
+    lines = texts("nomic-v15-tiny")
+    serial = [model.embed([line]) for line in lines] * 4
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        shared = list(pool.map(lambda line: model.embed([line]), lines * 4))
+    np.testing.assert_allclose(np.concatenate(shared), np.concatenate(serial), atol=1e-6)
+
+
 def test_info_says_which_engine_runs_each_precision(bundle, capsys):
     from edge_embed.cli import main
 
     assert main(["info", str(bundle("nomic-v15-tiny"))]) == 0
     line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("runs here"))
-    assert "auto: int8 on onnxruntime CPUExecutionProvider" in line and "fp32: fp32 on OpenVINO" in line
+    assert "auto: int8 on onnxruntime CPUExecutionProvider" in line
+    assert "fp32: fp32 on onnxruntime CPUExecutionProvider" in line
