@@ -28,12 +28,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
+from edge_embed.measure import rss_mb  # noqa: E402
+
 
 def _mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
+    value = rss_mb(field.rstrip(":"))
+    if value is None:
+        raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
+    return value
 
 
 def _force_tokenizer_json() -> None:

@@ -13,14 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_embed import Embedder
+from edge_embed.measure import peak_rss_mb, rss_mb
 from edge_embed.search import hamming_topk
-
-
-def rss_mb(field: str = "VmRSS:") -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main() -> None:
@@ -39,7 +33,7 @@ def main() -> None:
     for block in model.embed_stream(texts, task="search_document"):
         rows += len(block)
     stream_s = time.perf_counter() - start
-    peak = rss_mb("VmHWM:")
+    peak = peak_rss_mb()
     rng = np.random.default_rng(0)
     docs = rng.integers(0, 256, (args.docs, 96), dtype=np.uint8)
     query = rng.integers(0, 256, 96, dtype=np.uint8)

@@ -32,6 +32,7 @@ from tokenizers import Tokenizer  # noqa: E402
 
 from edge_embed import Embedder  # noqa: E402
 from edge_embed.bench_texts import TextMaker, Workload  # noqa: E402
+from edge_embed.measure import rss_mb  # noqa: E402
 
 CLIENTS = (1, 8, 32)
 TEXTS_PER_REQUEST = (1, 16)
@@ -136,9 +137,7 @@ def latency(server, model: Embedder, queries: list[str], n: int) -> dict:
 
 
 def memory_mb(pid: int) -> dict:
-    status = Path(f"/proc/{pid}/status").read_text()
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
+    return {key: rss_mb(key, pid) for key in ("VmRSS", "VmHWM")}
 
 
 def main(argv=None) -> int:

@@ -35,6 +35,7 @@ from tokenizers import Tokenizer  # noqa: E402
 
 from edge_embed import Embedder  # noqa: E402
 from edge_embed.bench_texts import TextMaker  # noqa: E402
+from edge_embed.measure import peak_rss_mb, rss_mb  # noqa: E402
 
 BASELINE_CALLS = 100
 TOLERANCE = 0.05
@@ -43,14 +44,7 @@ TASKS = [None, "search_query", "search_document", "clustering", "classification"
 
 def rss_bytes() -> int:
     """Resident set size now (Linux /proc; elsewhere the peak, which can only grow)."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024
+    return int((rss_mb() or peak_rss_mb()) * 2**20)
 
 
 def log_uniform(rng: np.random.Generator, low: int, high: int) -> int:

@@ -9,19 +9,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def rss_mb(field: str = "VmRSS") -> float | None:
-    """This process's resident memory in MB: "VmRSS" now, "VmHWM" its peak (Linux /proc).
+def rss_mb(field: str = "VmRSS", pid: int | str = "self") -> float | None:
+    """A process's resident memory in MB (this one's by default): "VmRSS" now, "VmHWM" its peak
+    (Linux /proc).
 
-    Elsewhere the peak falls back to ru_maxrss (macOS: bytes; other Unixes: KB) and the current
-    size is None. Linux's ru_maxrss is never used: a child started by fork + exec inherits the
-    parent's peak."""
+    Elsewhere this process's peak falls back to ru_maxrss (macOS: bytes; other Unixes: KB) and the
+    current size is None. Linux's ru_maxrss is never used: a child started by fork + exec inherits
+    the parent's peak."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    if field != "VmHWM":
+    if field != "VmHWM" or pid != "self":
         return None
     try:
         import resource

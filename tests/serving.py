@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from edge_embed.measure import rss_mb
+
 WORDS = ("river stone garden light paper music window coffee engine winter market forest signal orange "
          "bridge camera pocket silver thunder ladder planet candle harbor violin meadow rocket").split()
 
@@ -87,8 +89,7 @@ class Server:
         return httpx.get(self.url + "/metrics", headers=self.headers, timeout=30).text
 
     def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+        return rss_mb("VmRSS", self.process.pid)
 
     def log(self) -> str:
         if not self._log.closed:
