@@ -17,6 +17,7 @@ import numpy as np
 
 from edge_embed.batching import pad, plan_batches
 from edge_embed.errors import InputError, NonFiniteError, is_int
+from edge_embed.streaming import batch_reporter, check_progress_and_cancel
 from edge_embed.tokenize import Document
 from edge_embed.windows import Window, split_windows
 
@@ -134,10 +135,7 @@ def embed_chunks(
     cancel: threading.Event | None = None,
 ) -> list[tuple[list[Span], np.ndarray]]:
     texts = _check_documents(documents)
-    if progress is not None and not callable(progress):
-        raise InputError(f"progress must be a callable(done_tokens, total_tokens) or None, not {progress!r}")
-    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
-        raise InputError(f"cancel must be a threading.Event (or anything with is_set()) or None, not {cancel!r}")
+    check_progress_and_cancel(progress, cancel)
     if spans is not None and (isinstance(spans, str) or not isinstance(spans, Sequence) or len(spans) != len(texts)):
         raise InputError(f"spans must be None or one list of (start, end) pairs per document ({len(texts)})")
     if not (is_int(chunk_tokens) and chunk_tokens >= 1):
@@ -147,14 +145,7 @@ def embed_chunks(
               for i, (text, doc) in enumerate(zip(texts, tokens))]
     masks = [token_masks(doc, chunks, text, i) for i, (doc, chunks, text) in enumerate(zip(tokens, chosen, texts))]
     total = sum(len(w.ids) for _, w in _windows(model, tokens)) if progress is not None else 0
-    done = 0
-
-    def on_batch(n: int) -> bool:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done, total)
-        return cancel is None or not cancel.is_set()
+    on_batch = batch_reporter(progress, cancel, total)
 
     results = []
     for block in _blocks(tokens):

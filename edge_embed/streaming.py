@@ -64,16 +64,22 @@ def stream_embeddings(
     check_truncation(truncation)
     if not isinstance(binary, (bool, np.bool_)):
         raise InputError(f"binary must be True or False, not {binary!r}")
+    check_progress_and_cancel(progress, cancel)
+    return _generate(model, texts, prefix, dim, binary, truncation, progress, cancel)
+
+
+def check_progress_and_cancel(progress, cancel) -> None:
+    """The progress and cancel arguments that embed_stream and embed_chunks share."""
     if progress is not None and not callable(progress):
         raise InputError(f"progress must be a callable(done_tokens, total_tokens) or None, not {progress!r}")
     if cancel is not None and not callable(getattr(cancel, "is_set", None)):
         raise InputError(f"cancel must be a threading.Event (or anything with is_set()) or None, not {cancel!r}")
-    return _generate(model, texts, prefix, dim, binary, truncation, progress, cancel)
 
 
-def _generate(model, texts, prefix, dim, binary, truncation, progress, cancel) -> Iterator[np.ndarray]:
-    sized = isinstance(texts, Sized) and not isinstance(texts, Iterator)
-    total = count_tokens(model, texts, prefix, truncation) if sized and progress is not None else None
+def batch_reporter(progress: Callable[[int, int | None], None] | None, cancel: threading.Event | None,
+                   total: int | None) -> Callable[[int], bool]:
+    """on_batch(tokens) for a job's batches: adds them up into progress(done, total), and says False
+    (stop between batches) once cancel is set."""
     done = 0
 
     def on_batch(tokens: int) -> bool:
@@ -82,6 +88,14 @@ def _generate(model, texts, prefix, dim, binary, truncation, progress, cancel) -
         if progress is not None:
             progress(done, total)
         return cancel is None or not cancel.is_set()
+
+    return on_batch
+
+
+def _generate(model, texts, prefix, dim, binary, truncation, progress, cancel) -> Iterator[np.ndarray]:
+    sized = isinstance(texts, Sized) and not isinstance(texts, Iterator)
+    total = count_tokens(model, texts, prefix, truncation) if sized and progress is not None else None
+    on_batch = batch_reporter(progress, cancel, total)
 
     for _, block in _blocks(model, texts):
         if cancel is not None and cancel.is_set():
