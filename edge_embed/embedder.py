@@ -314,21 +314,15 @@ class Embedder:
         enabled = progress if progress is not None else (total > 100_000 and is_terminal(sys.stderr))
         with Progress(total, "embedding (tokens)", enabled=enabled) as bar:
             for batch in plan_batches(lengths, self.batch_limits):
-                ids, mask = pad([encoded.sequences[i] for i in batch], self.manifest.pad_token_id)
-                hidden = self._run(ids, mask)
-                pooled = POOLINGS[self.manifest.pooling](hidden, mask)
+                vectors, weights = self.pool_batch([encoded.sequences[i] for i in batch], encoded.keep[batch])
                 owners, slots = encoded.owner[batch], slot[encoded.owner[batch]]
                 whole = slots < 0
-                out[owners[whole]] = pooled[whole]
-                for row in np.flatnonzero(~whole):
-                    keep_from, keep_to = encoded.keep[batch[row]]
-                    if self.manifest.pooling == "mean":
-                        sums[slots[row]] += hidden[row, keep_from:keep_to].sum(axis=0, dtype=np.float64)
-                        counts[slots[row]] += keep_to - keep_from
-                    elif keep_from == 0:  # cls: the first window's first token
-                        sums[slots[row]], counts[slots[row]] = pooled[row], 1
-                bar.update(int(mask.sum()))
-                if on_batch is not None and not on_batch(int(mask.sum())):
+                out[owners[whole]] = vectors[whole]
+                np.add.at(sums, slots[~whole], vectors[~whole] * weights[~whole, None])
+                np.add.at(counts, slots[~whole], weights[~whole])
+                tokens = int(sum(lengths[i] for i in batch))
+                bar.update(tokens)
+                if on_batch is not None and not on_batch(tokens):
                     return None
         out[encoded.chunked] = sums / counts[:, None]
         if max(lengths, default=0) > self.batch_limits.max_tokens:
@@ -350,7 +344,7 @@ class Embedder:
         window of a chunked text (keep[i] = its positions [from, to) that belong to the text, Encoded.keep)
         what chunk mode counts of it: the mean of those states weighted by their number (mean pooling), or
         the first window's [CLS] with weight 1 (cls pooling). A text's vector is the weighted mean of its
-        sequences', exactly as `pooled` combines them."""
+        sequences' (how `pooled` combines them)."""
         ids, mask = pad(sequences, self.manifest.pad_token_id)
         hidden = self._run(ids, mask)
         vectors = POOLINGS[self.manifest.pooling](hidden, mask)
