@@ -42,8 +42,14 @@ def parameter_count(config: dict) -> int:
     inner = found.get("n_inner" if nomic else "intermediate_size") or 4 * width
     positions = 0 if nomic else found.get("max_position_embeddings", 0)
     experts = max(found.get("num_experts", 0), 1)
-    mlp = (3 if nomic else 2) * width * inner * experts  # v1.5's SwiGLU has three matrices
-    return (vocab + positions) * width + layers * (4 * width * width + mlp)
+    # v1.5's SwiGLU has three matrices, v2-moe's GELU two; v2-moe's experts sit on every other layer
+    gated = nomic and config.get("activation_function", "swiglu") != "gelu"
+    mlp = (3 if gated else 2) * width * inner
+    every = config.get("moe_every_n_layers") or 0
+    moe_layers = layers // every if experts > 1 and isinstance(every, int) and every > 0 else 0
+    if experts > 1 and not every:
+        moe_layers = layers  # an MoE config without the field: count every layer, the upper bound
+    return (vocab + positions) * width + layers * (4 * width * width + mlp) + moe_layers * (experts - 1) * mlp
 
 
 def available_memory() -> int | None:

@@ -54,6 +54,14 @@ def test_the_memory_estimate_counts_the_real_v15_size():
     assert 22e6 < parameter_count(bert) < 23e6  # all-MiniLM-L6-v2: 22.7M
 
 
+def test_the_memory_estimate_counts_the_real_v2_moe_size():
+    # nomic-embed-text-v2-moe: GELU MLPs (two matrices), 8 experts on every other layer, 475M parameters
+    v2 = {"model_type": "nomic_bert", "vocab_size": 250048, "n_embd": 768, "n_layer": 12, "n_inner": 3072,
+          "num_experts": 8, "moe_every_n_layers": 2, "activation_function": "gelu"}
+    assert 465e6 < parameter_count(v2) < 485e6
+    check_fits(v2, available=16 << 30)  # a 16 GB laptop can export it
+
+
 @pytest.mark.parametrize("value", ["768", -1, 1.5, True, 10**40])
 def test_a_size_that_is_not_a_size_is_refused(checkpoint, tmp_path, value):
     source = _copy(checkpoint, tmp_path)
