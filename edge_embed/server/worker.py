@@ -24,6 +24,10 @@ from edge_embed.errors import NonFiniteError
 from edge_embed.server import metrics
 
 CYCLE_BUDGETS = 8  # tokens taken per cycle, in batch budgets: bounds how long a big request holds others up
+# After this long with nothing to do, the worker gives back the memory its largest batches left in
+# onnxruntime's arena (Embedder.release_memory): a server idles back to the loaded model's RSS
+# between bursts, and within a burst nothing is allocated twice.
+IDLE_RELEASE_S = 2.0
 
 
 class QueueFull(Exception):
@@ -69,6 +73,7 @@ class BatchWorker:
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name=f"edge-embed worker {name}", daemon=True)
         self._rate = 2000.0  # tokens/s of the recent batches, for Retry-After
+        self._ran_since_release = False
 
     def start(self) -> None:
         self._thread.start()
@@ -124,10 +129,13 @@ class BatchWorker:
         metrics.QUEUE_REQUESTS.labels(self.name).set(self._pending_jobs)
 
     def _take(self) -> list[tuple[Job, int]] | None:
-        """(job, sequence index) pairs for one cycle; None when stopping with nothing left."""
+        """(job, sequence index) pairs for one cycle; None when stopping with nothing left; [] when the
+        worker has been idle for IDLE_RELEASE_S since its last batch."""
         with self._lock:
             while not self._queue and not self._stopping:
-                self._lock.wait()
+                timeout = IDLE_RELEASE_S if self._ran_since_release else None
+                if not self._lock.wait(timeout) and not self._queue and not self._stopping:
+                    return []
             if not self._queue:
                 return None
             taken, budget = [], self.cycle_tokens
@@ -149,6 +157,10 @@ class BatchWorker:
 
     def _loop(self) -> None:
         while (taken := self._take()) is not None:
+            self._ran_since_release = bool(taken)
+            if not taken:
+                self.embedder.release_memory()
+                continue
             lengths = [len(job.sequences[i]) for job, i in taken]
             for batch in plan_batches(lengths, self.embedder.batch_limits):
                 live = [taken[k] for k in batch if not taken[k][0].cancelled]
