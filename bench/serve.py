@@ -33,6 +33,7 @@ from tokenizers import Tokenizer  # noqa: E402
 from edge_embed import Embedder  # noqa: E402
 from edge_embed.bench_texts import TextMaker, Workload  # noqa: E402
 from edge_embed.measure import rss_mb  # noqa: E402
+from edge_embed.server.worker import IDLE_RELEASE_S  # noqa: E402
 
 CLIENTS = (1, 8, 32)
 TEXTS_PER_REQUEST = (1, 16)
@@ -175,7 +176,10 @@ def main(argv=None) -> int:
                   "latency": latency(server, model, texts[24], queries),
                   "throughput": throughput(server, model, texts, rounds, budget)}
         result["server_memory_mb_after_load"] = memory_mb(server.process.pid)
-        log(f"[serve-bench] server memory after the load: {result['server_memory_mb_after_load']}")
+        time.sleep(IDLE_RELEASE_S + 1)  # the worker gives the arena back once idle
+        result["server_memory_mb_idle"] = memory_mb(server.process.pid)
+        log(f"[serve-bench] server memory right after the load: {result['server_memory_mb_after_load']}, "
+            f"idle: {result['server_memory_mb_idle']}")
     finally:
         server.stop()
     print(report(result))
@@ -197,7 +201,8 @@ def report(result: dict) -> str:
                  f"p99 {lat['server_p99_ms']:.1f} ms (bare {lat['bare_p99_ms']:.1f}); "
                  f"p50 overhead {lat['p50_overhead_ms']:.1f} ms")
     mem = result["server_memory_mb_after_load"]
-    lines.append(f"server RSS after the load: {mem['VmRSS']:.0f} MB (peak {mem['VmHWM']:.0f} MB)")
+    lines.append(f"server RSS right after the load: {mem['VmRSS']:.0f} MB (peak {mem['VmHWM']:.0f} MB), "
+                 f"idle {IDLE_RELEASE_S + 1:.0f} s later: {result['server_memory_mb_idle']['VmRSS']:.0f} MB")
     return "\n".join(lines)
 
 
