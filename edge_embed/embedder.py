@@ -53,10 +53,6 @@ class Embedder:
     >>> m = Embedder("bundle/", precision="int8")
     >>> m.embed(["search me"], task="search_query", dim=256).shape
     (1, 256)
-
-    spin=False stops onnxruntime's threads from busy-waiting for the next operator after each one:
-    batches run back to back lose a little, but a process whose other threads need the cores between
-    batches (the server's event loop) answers sooner.
     """
 
     def __init__(
@@ -68,7 +64,6 @@ class Embedder:
         max_length: int | None = None,
         batch_limits: BatchLimits | None = None,
         verify: bool = True,
-        spin: bool = True,
     ):
         if not isinstance(bundle, (str, PathLike)):
             raise InputError(f"bundle must be a directory path (str or Path), not {type(bundle).__name__}")
@@ -79,7 +74,6 @@ class Embedder:
             raise InputError("batch_limits must be an edge_embed.BatchLimits, e.g. BatchLimits(max_tokens=4096), "
                              f"not {type(batch_limits).__name__}")
         self.bundle = Path(bundle)
-        self._spin = bool(spin)
         self.manifest = read_manifest(self.bundle)
         self.max_length = self._check_max_length(max_length)
         self.providers, self.precision = resolve_path(providers, precision, self.manifest)
@@ -105,8 +99,7 @@ class Embedder:
             try:
                 self.tokenizer = TextTokenizer(self.bundle / TOKENIZER_FILE, self.max_length,
                                                lean=self.bundle / lean if lean else None)
-                self.session = create_session(self.bundle / files[0], self.providers, threads, self.precision,
-                                              spin=self._spin)
+                self.session = create_session(self.bundle / files[0], self.providers, threads, self.precision)
             finally:
                 if checked is not None:
                     checked.result()

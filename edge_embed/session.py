@@ -113,7 +113,7 @@ CPU_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
 
 def create_session(path: Path, providers: list[str], threads: int | None = None,
-                   precision: str = "fp32", spin: bool = True) -> ort.InferenceSession:
+                   precision: str = "fp32") -> ort.InferenceSession:
     if providers[0] == openvino_backend.OPENVINO:
         return openvino_backend.OpenVINOSession(path, precision, threads)
     options = ort.SessionOptions()
@@ -121,8 +121,6 @@ def create_session(path: Path, providers: list[str], threads: int | None = None,
     if threads:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    if not spin:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # ORT warnings about unused initializers are noise to users
     # Memory: the CPU arena stays on. For one 8192-token v1.5 text the peak RSS is ~0.7 GB with
     # it and ~0.9 GB without (malloc keeps freed blocks too); the attention itself is bounded

@@ -186,11 +186,3 @@ def test_progress_is_quiet_by_default_even_on_a_terminal(v15, monkeypatch):
     assert "embedding (tokens) [" in screen.getvalue() and "100/100 100%" in screen.getvalue()  # 20 x 5 tokens
     with pytest.raises(InputError, match="progress must be True, False or None"):
         v15.embed(["x"], progress="yes")
-
-
-def test_spin_false_turns_off_onnxruntimes_busy_waiting_and_changes_no_vector(bundle, v15):
-    quiet = Embedder(bundle("nomic-v15-tiny"), precision="fp32", spin=False)
-    options = quiet.session.get_session_options()
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    texts = ["a short text", "and a longer one, with a few more words in it"]
-    np.testing.assert_array_equal(quiet.embed(texts), v15.embed(texts))

@@ -33,8 +33,7 @@ def load_models(specs: list[str], precision: str, providers: str, threads: int |
         name, bundle = parse_model_spec(spec)
         start = time.perf_counter()
         embedder = Embedder(bundle, precision=precision, providers=providers, threads=threads, max_length=max_length,
-                            batch_limits=None if batch_tokens is None else BatchLimits(max_tokens=batch_tokens),
-                            spin=False)  # the event loop needs the cores between batches (BENCHMARKS.md, Serve)
+                            batch_limits=None if batch_tokens is None else BatchLimits(max_tokens=batch_tokens))
         worker = BatchWorker(name, embedder, limits.max_queue_tokens)
         models.append(ServedModel(name, bundle, embedder, worker, time.perf_counter() - start))
         print(f"[serve] {name}: {bundle} ({embedder.precision}, {embedder.manifest.family}, "
