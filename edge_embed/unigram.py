@@ -39,7 +39,8 @@ SEPARATOR = "\n"  # between pieces in the file; the exporter refuses vocabularie
 
 class LeanEncoding:
     """What the runtime reads from a tokenizers.Encoding: ids (the vocabulary's, not the call's model's),
-    offsets and the special-tokens mask (read from the Encoding when asked for: most texts never need them)."""
+    and the offsets, special-tokens mask and tokens, read from the Encoding when asked for (most
+    texts never need them)."""
 
     __slots__ = ("ids", "_encoding")
 
@@ -54,6 +55,10 @@ class LeanEncoding:
     @property
     def special_tokens_mask(self) -> list[int]:
         return self._encoding.special_tokens_mask
+
+    @property
+    def tokens(self) -> list[str]:
+        return self._encoding.tokens
 
 
 class UnigramTokenizer:
