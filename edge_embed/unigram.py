@@ -32,7 +32,7 @@ from edge_embed.session import release_freed_heap
 LEAN_TOKENIZER_FILE = "tokenizer.unigram.json"
 FORMAT = "edge-embed-unigram"
 FORMAT_VERSION = 1
-GROUP_TEXTS = 8192  # texts encoded together by encode_batches (their encodings: ~3 KB each)
+GROUP_TEXTS = 16_384  # texts encoded together by encode_batches (their encodings: ~3 KB each)
 MIN_CLUSTER = 64  # texts of a script that get a model of their own
 SEPARATOR = "\n"  # between pieces in the file; the exporter refuses vocabularies with a piece that has one
 
