@@ -1,15 +1,16 @@
 """A lean tokenizer for Unigram (XLM-R, SentencePiece-style) vocabularies.
 
 The `tokenizers` library builds a byte trie of hash maps for a Unigram vocabulary: XLM-R's 250k
-pieces cost ~290 MB of RSS and 0.6-1.7 s to load. Here the pieces live in one Python dict and
-their scores in one array (read from the bundle's `tokenizer.unigram.json`), and each call builds
-tokenizers' Unigram model for only the pieces that occur in its words. The rest is tokenizers'
-own code too: the normalizer, the splits, the alignments that give the offsets and the template
-that adds the special tokens, so ids, offsets and the special-tokens mask are those
-`tokenizers.Tokenizer.from_file("tokenizer.json")` gives (the tests check every text of the
-evaluation sets and random Unicode). The file is written at export from tokenizer.json, for the
-configurations this module reproduces (`export/lean_tokenizer.py`); other bundles load
-tokenizer.json with the `tokenizers` library as before.
+pieces cost ~290 MB of RSS and 0.6-1.7 s to load. Here the pieces live in one sorted list, their
+ids and scores in arrays (read from the bundle's `tokenizer.unigram.json`) and their hashes in a
+table (edge_embed.piece_finder). Each batch gets tokenizers' Unigram model for only the pieces
+that occur in its words, in a tokenizers.Tokenizer with the normalizer, pre-tokenizer, special
+tokens and template tokenizer.json describes, and tokenizers' own encode_batch does the rest: ids,
+offsets and the special-tokens mask are those `tokenizers.Tokenizer.from_file("tokenizer.json")`
+gives (the tests check every text of the evaluation sets and random Unicode). The file is written
+at export from tokenizer.json, for the configurations this module reproduces
+(`export/lean_tokenizer.py`); other bundles load tokenizer.json with the `tokenizers` library as
+before.
 """
 from __future__ import annotations
 
