@@ -5,7 +5,8 @@ For each model (full-size random checkpoints, exported once and cached like benc
   process each time (median of --repeats): seconds to the first embedding, RSS after load, peak RSS
   (VmHWM) while loading; with the bundle's lean tokenizer and with tokenizer.json (tokenizers).
 - tokenizer alone: load time and RSS growth of TextTokenizer in a new process, both kinds.
-- tokenizing N multilingual texts (cold caches, new process, both kinds): seconds.
+- tokenizing N multilingual texts (cold caches, new process, both kinds in alternating processes):
+  seconds, CPU seconds, and their ratio lean/tokenizers (the median of the pairs' ratios).
 
     python bench/load_memory.py --work build/bench --out build/bench/load_memory.json [--corpus DIR]
 
@@ -87,10 +88,10 @@ def child_tokenizer(bundle: str, kind: str) -> dict:
 def child_tokenize(bundle: str, kind: str, texts_file: str) -> dict:
     texts = json.loads(Path(texts_file).read_text(encoding="utf-8"))
     tokenizer = _tokenizer(Path(bundle), kind)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     encoded = tokenizer.encode(texts)
-    return {"seconds": time.perf_counter() - start, "texts": len(texts),
-            "tokens": int(sum(len(s) for s in encoded.sequences))}
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu, "texts": len(texts),
+            "tokens": int(sum(len(s) for s in encoded.sequences)), "peak_rss_mb": _mb("VmHWM:")}
 
 
 def corpus_texts(folder: Path | None, n: int, seed: int = 0) -> list[str]:
@@ -124,18 +125,38 @@ def median_of(runs: list[dict]) -> dict:
 
 def measure(bundle: Path, texts_file: Path, repeats: int, threads: int, log=print) -> dict:
     out = {}
-    for kind in ("lean", "tokenizer.json"):
+    kinds = ("lean", "tokenizer.json")
+    for kind in kinds:
         runs = [in_fresh_process("load", str(bundle), kind, str(threads)) for _ in range(repeats)]
         out[f"load[{kind}]"] = median_of(runs)
         out[f"tokenizer[{kind}]"] = median_of([in_fresh_process("tokenizer", str(bundle), kind)
                                               for _ in range(repeats)])
-        out[f"tokenize[{kind}]"] = median_of([in_fresh_process("tokenize", str(bundle), kind, str(texts_file))
-                                             for _ in range(repeats)])
-        log(f"[load_memory] {bundle.name} {kind}: " + json.dumps(
-            {key: round(value["load_to_first_embedding_s" if key.startswith("load") else
-                              "load_s" if key.startswith("tokenizer[") else "seconds"], 3)
-             for key, value in out.items() if kind in key}))
+        log(f"[load_memory] {bundle.name} {kind}: load to first embedding "
+            f"{out[f'load[{kind}]']['load_to_first_embedding_s']:.3f} s, tokenizer alone "
+            f"{out[f'tokenizer[{kind}]']['load_s']:.3f} s, {out[f'tokenizer[{kind}]']['rss_growth_mb']:.1f} MB")
+    # The tokenizing run: the two kinds in alternating new processes, so that a shared host's load
+    # falls on both alike; the ratio of each pair, then their median.
+    runs = {kind: [] for kind in kinds}
+    for _ in range(repeats):
+        for kind in kinds:
+            runs[kind].append(in_fresh_process("tokenize", str(bundle), kind, str(texts_file)))
+    for kind in kinds:
+        out[f"tokenize[{kind}]"] = median_of(runs[kind])
+    out["tokenize_lean_over_tokenizers"] = {
+        key: statistics.median(lean[key] / plain[key] for lean, plain in zip(runs["lean"], runs["tokenizer.json"]))
+        for key in ("seconds", "cpu_seconds")}
+    log(f"[load_memory] {bundle.name} tokenizing {out['tokenize[lean]']['texts']} texts: lean "
+        f"{out['tokenize[lean]']['seconds']:.3f} s, tokenizers {out['tokenize[tokenizer.json]']['seconds']:.3f} s; "
+        "lean/tokenizers " + json.dumps({k: round(v, 3) for k, v in out["tokenize_lean_over_tokenizers"].items()}))
     return out
+
+
+def _built_bundle(key: str, work: Path, reuse: bool) -> Path:
+    import checkpoints
+
+    spec = checkpoints.MODELS[key]
+    ckpt = checkpoints.write_checkpoint(spec, work / "checkpoints" / spec.key)
+    return Path(checkpoints.ensure_bundle(spec, ckpt, work / "bundles" / spec.key, None, reuse=reuse)["path"])
 
 
 def main(argv=None) -> int:
@@ -150,9 +171,10 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="1 process per figure, 1,000 texts")
     p.add_argument("--reuse-bundles", action="store_true",
                    help="use cached bundles even if export/ changed since they were made")
+    p.add_argument("--bundle", type=Path, help="measure this exported bundle (of --model) instead of building one")
     args = p.parse_args(argv)
-    import checkpoints
-
+    if args.bundle and args.model == "all":
+        p.error("--bundle needs --model v15 or v2moe")
     if args.quick:
         args.repeats, args.texts = 1, 1_000
     work = Path(args.work)
@@ -162,10 +184,7 @@ def main(argv=None) -> int:
     results = {"repeats": args.repeats, "threads": args.threads, "texts": args.texts,
                "corpus": str(args.corpus) if args.corpus else "v2 fixture sentences", "models": {}}
     for key in (["v15", "v2moe"] if args.model == "all" else [args.model]):
-        spec = checkpoints.MODELS[key]
-        ckpt = checkpoints.write_checkpoint(spec, work / "checkpoints" / key)
-        bundle = Path(checkpoints.ensure_bundle(spec, ckpt, work / "bundles" / key, None,
-                                                          reuse=args.reuse_bundles)["path"])
+        bundle = args.bundle or _built_bundle(key, work, args.reuse_bundles)
         from edge_embed.manifest import lean_tokenizer_file, read_manifest
 
         if lean_tokenizer_file(read_manifest(bundle)) is None:  # WordPiece (v1.5): tokenizer.json only

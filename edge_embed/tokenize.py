@@ -41,6 +41,13 @@ def _unencodable(texts: list[str], start: int) -> str:
     return f"the tokenizer could not take texts[{start}:{start + len(texts)}]"
 
 
+def _encode_batches(tokenizer, batches):
+    """encode_batch of each batch; the lean Unigram tokenizer builds one model for several of them."""
+    if isinstance(tokenizer, UnigramTokenizer):
+        return tokenizer.encode_batches(batches)
+    return (tokenizer.encode_batch(batch) for batch in batches)
+
+
 @dataclass
 class Encoded:
     """Token id sequences for a list of texts; a chunked text owns several sequences."""
@@ -140,14 +147,17 @@ class TextTokenizer:
         ENCODE_BLOCK texts at a time: an Encoding holds ~3 KB (tokens, offsets, masks), so encoding
         100k texts at once would hold 300 MB. Unless `whole`, a text far longer than max_length
         tokens is encoded from its head only."""
-        for start in range(0, len(texts), ENCODE_BLOCK):
-            block = texts[start : start + ENCODE_BLOCK]
-            heads = [text if whole else self._head(text) for text in block]
+        starts = range(0, len(texts), ENCODE_BLOCK)
+        heads = [[text if whole else self._head(text) for text in texts[start : start + ENCODE_BLOCK]]
+                 for start in starts]
+        encoded = _encode_batches(self.tokenizer, ([prefix + text for text in block] for block in heads))
+        for start, block in zip(starts, heads):
             try:
-                encodings = self.tokenizer.encode_batch([prefix + text for text in heads])
+                encodings = next(encoded)
             except TypeError:  # tokenizers' message names no text: find the one it could not take
-                raise InputError(_unencodable(block, start)) from None
-            for offset, (text, head, encoding) in enumerate(zip(block, heads, encodings)):
+                raise InputError(_unencodable(texts[start:], start)) from None
+            for offset, (head, encoding) in enumerate(zip(block, encodings)):
+                text = texts[start + offset]
                 partial = head is not text
                 if partial and len(encoding.ids) <= self.max_length:
                     encoding, partial = self.tokenizer.encode(prefix + text), False  # mostly whitespace

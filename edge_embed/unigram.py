@@ -1,47 +1,65 @@
 """A lean tokenizer for Unigram (XLM-R, SentencePiece-style) vocabularies.
 
 The `tokenizers` library builds a byte trie of hash maps for a Unigram vocabulary: XLM-R's 250k
-pieces cost ~290 MB of RSS and 0.6-1.7 s to load. Here the pieces live in one Python dict and
-their scores in one array (read from the bundle's `tokenizer.unigram.json`), and each call builds
-tokenizers' Unigram model for only the pieces that occur in its words. The rest is tokenizers'
-own code too: the normalizer, the splits, the alignments that give the offsets and the template
-that adds the special tokens, so ids, offsets and the special-tokens mask are those
-`tokenizers.Tokenizer.from_file("tokenizer.json")` gives (the tests check every text of the
-evaluation sets and random Unicode). The file is written at export from tokenizer.json, for the
-configurations this module reproduces (`export/lean_tokenizer.py`); other bundles load
-tokenizer.json with the `tokenizers` library as before.
+pieces cost ~290 MB of RSS and 0.6-1.7 s to load. Here the pieces live in one sorted list, their
+ids and scores in arrays (read from the bundle's `tokenizer.unigram.json`) and their hashes in a
+table (edge_embed.piece_finder). Each batch gets tokenizers' Unigram model for only the pieces
+that occur in its words, in a tokenizers.Tokenizer with the normalizer, pre-tokenizer, special
+tokens and template tokenizer.json describes, and tokenizers' own encode_batch does the rest: ids,
+offsets and the special-tokens mask are those `tokenizers.Tokenizer.from_file("tokenizer.json")`
+gives (the tests check every text of the evaluation sets and random Unicode). The file is written
+at export from tokenizer.json, for the configurations this module reproduces
+(`export/lean_tokenizer.py`); other bundles load tokenizer.json with the `tokenizers` library as
+before.
 """
 from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
-import threading
 from array import array
 from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from tokenizers import PreTokenizedString, Regex, Token, Tokenizer, models
+import numpy as np
+from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 
 from edge_embed.errors import BundleError
+from edge_embed.piece_finder import PieceFinder
 from edge_embed.session import release_freed_heap
 
 LEAN_TOKENIZER_FILE = "tokenizer.unigram.json"
 FORMAT = "edge-embed-unigram"
 FORMAT_VERSION = 1
+GROUP_TEXTS = 16_384  # texts encoded together by encode_batches (their encodings: ~3 KB each)
+MIN_CLUSTER = 64  # texts of a script that get a model of their own
 SEPARATOR = "\n"  # between pieces in the file; the exporter refuses vocabularies with a piece that has one
-CACHE_WORDS = 50_000  # words whose pieces are kept between calls (~10 MB)
 
 
 class LeanEncoding:
-    """What the runtime reads from a tokenizers.Encoding: ids, offsets, special-tokens mask."""
+    """What the runtime reads from a tokenizers.Encoding: ids (the vocabulary's, not the call's model's),
+    and the offsets, special-tokens mask and tokens, read from the Encoding when asked for (most
+    texts never need them)."""
 
-    __slots__ = ("ids", "offsets", "special_tokens_mask")
+    __slots__ = ("ids", "_encoding")
 
-    def __init__(self, encoding):
-        self.ids = encoding.ids
-        self.offsets = encoding.offsets
-        self.special_tokens_mask = encoding.special_tokens_mask
+    def __init__(self, encoding, ids: list[int]):
+        self.ids = ids
+        self._encoding = encoding
+
+    @property
+    def offsets(self) -> list[tuple[int, int]]:
+        return self._encoding.offsets
+
+    @property
+    def special_tokens_mask(self) -> list[int]:
+        return self._encoding.special_tokens_mask
+
+    @property
+    def tokens(self) -> list[str]:
+        return self._encoding.tokens
 
 
 class UnigramTokenizer:
@@ -51,37 +69,47 @@ class UnigramTokenizer:
         # The pieces in sorted order (bisect gives a piece's position) and their ids: no dict of
         # 250k ids, whose int objects alone would take 7 MB.
         self._sorted = data["pieces"].split(SEPARATOR)
-        self._pieces = frozenset(self._sorted)
         self._order = _little_endian(array("i"), data["ids"])
         self._scores = _little_endian(array("d"), data["scores"])
-        if not len(self._sorted) == len(self._pieces) == len(self._order) == len(self._scores):
+        if not len(self._sorted) == len(self._order) == len(self._scores):
             raise ValueError("pieces, ids and scores do not match")
-        self._unk_id = int(data["unk_id"])
-        self._unk_piece = self._piece(self._unk_id)
-        self._lowest_piece = self._piece(self._scores.index(min(self._scores)))
-        self._max_piece = int(data["longest"])  # characters in the longest piece
-        # The normalizer and the template come from tokenizers itself, with a one-token model.
+        self._ids = np.frombuffer(self._order, dtype=np.int32)  # the same memory, for numpy's indexing
+        self._scores_by_id = np.frombuffer(self._scores, dtype=np.float64)
+        self._finder: PieceFinder | None = None  # built by from_file once the file's data is freed
+        unk_id = int(data["unk_id"])
+        special = list(dict.fromkeys(data["special_tokens"]))
+        self._special_ids = {token: self._id(token) for token in special}
+        # Every call's model starts with the special tokens, the unknown piece and the lowest-scoring
+        # piece (an unknown character scores the vocabulary's lowest score minus 10), at fixed ids.
+        head = list(dict.fromkeys([*special, self._piece(unk_id), self._piece(self._scores.index(min(self._scores)))]))
+        self._head = [bisect_left(self._sorted, piece) for piece in head]
+        self._local_unk = head.index(self._piece(unk_id))
+        # The normalizer and the template come from tokenizers itself; the template's ids are the head's.
         shell = Tokenizer.from_str(json.dumps({
             "version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
-            "normalizer": data["normalizer"], "pre_tokenizer": None, "post_processor": data["post_processor"],
-            "decoder": None, "model": {"type": "WordLevel", "vocab": {self._unk_piece: self._unk_id},
-                                       "unk_token": self._unk_piece},
+            "normalizer": data["normalizer"], "pre_tokenizer": None,
+            "post_processor": _local_template(data["post_processor"], head, self._id),
+            "decoder": None, "model": {"type": "WordLevel", "vocab": {head[0]: 0}, "unk_token": head[0]},
         }))
         self._normalizer = shell.normalizer
         self._post_processor = shell.post_processor
-        special = sorted(data["special_tokens"], key=len, reverse=True)  # longest first, as tokenizers matches
-        self._special_ids = {token: self._id(token) for token in special}
-        self._special = Regex("|".join(_regex_escape(token) for token in special)) if special else None
+        self._pre_tokenizer = pre_tokenizers.Metaspace(replacement=data["replacement"], prepend_scheme="always",
+                                                       split=True)
         self._replacement = data["replacement"]
-        self._cache: dict[str, list[Token]] = {}
-        self._lock = threading.Lock()
+        self._added = [AddedToken(token, special=True, normalized=False) for token in special]
+        # Special tokens are cut from the raw text as tokenizers does: leftmost, and the longest there.
+        by_length = sorted(special, key=len, reverse=True)
+        self._special = re.compile("|".join(map(re.escape, by_length))) if special else None
 
     def get_vocab_size(self, with_added_tokens: bool = True) -> int:
         """Ids run from 0 to the largest piece or special-token id (tokenizers' count, for the pad id check)."""
         return max(max(self._order), *self._special_ids.values(), -1) + 1
 
     def _id(self, piece: str) -> int:
-        return self._order[bisect_left(self._sorted, piece)]
+        position = bisect_left(self._sorted, piece)
+        if position == len(self._sorted) or self._sorted[position] != piece:
+            raise ValueError(f"{piece!r} is not a piece of the vocabulary")
+        return self._order[position]
 
     def _piece(self, piece_id: int) -> str:
         return self._sorted[self._order.index(piece_id)]
@@ -91,89 +119,125 @@ class UnigramTokenizer:
         data = json.loads(Path(path).read_bytes())
         if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
             raise BundleError(f"{path} is not a version {FORMAT_VERSION} {FORMAT} file; re-export the bundle")
-        tokenizer = cls(data)
+        try:
+            tokenizer = cls(data)
+        except ValueError as exc:
+            raise BundleError(f"{path}: {exc}; re-export the bundle") from exc
         del data
         release_freed_heap()  # the file's text and JSON strings: 51 -> 37 MB of RSS kept after loading
+        tokenizer._finder = PieceFinder(tokenizer._sorted)  # its ~20 MB of scratch arrays after that, not on top
+        release_freed_heap()
         return tokenizer
 
-    def encode_batch(self, texts: list[str]) -> list[LeanEncoding]:
-        """tokenizers.Tokenizer.encode's steps, each with tokenizers' own primitives: split off the
-        special tokens found in the text, normalize the rest, split it into words the way the
-        Metaspace pre-tokenizer does, cut each word into pieces with tokenizers' Unigram model,
-        add the template's tokens. The words of the whole batch are cut at once (see _cut)."""
-        with self._lock:  # the word cache is shared: one Embedder may serve many threads
-            return self._encode_batch(texts)
+    def encode_batch(self, texts: list[str], add_special_tokens: bool = True) -> list[LeanEncoding]:
+        """tokenizers.Tokenizer.encode_batch with a Unigram model of only the pieces that occur in
+        these texts: the rest of the pipeline (special tokens, normalizer, Metaspace, template) is the
+        one tokenizer.json describes. Tokenizers' Viterbi search looks at the pieces that occur in a
+        word and at the vocabulary's lowest score, nothing else, so the small model gives the pieces
+        the full one gives; its ~0.8 KB per piece lives for the call, the full model's ~290 MB would
+        live for the process. Its ids are mapped back to the vocabulary's."""
+        return next(self.encode_batches([texts], add_special_tokens))
 
-    def _encode_batch(self, texts: list[str]) -> list[LeanEncoding]:
-        staged = [self._words(text) for text in texts]
-        needed = {word for pretokenized in staged for word, _, _ in pretokenized.get_splits()}
-        missing = needed - self._cache.keys() - self._special_ids.keys()
-        if len(self._cache) + len(missing) > CACHE_WORDS:  # keep what this call needs, drop the rest
-            self._cache = {word: self._cache[word] for word in needed & self._cache.keys()}
-        if missing:
-            self._cut(missing)
-        out = []
-        for pretokenized in staged:
-            pretokenized.tokenize(self._tokens)
-            out.append(LeanEncoding(self._post_processor.process(pretokenized.to_encoding())))
-        return out
+    def encode(self, text: str, add_special_tokens: bool = True) -> LeanEncoding:
+        return self.encode_batch([text], add_special_tokens)[0]
 
-    def encode(self, text: str) -> LeanEncoding:
-        return self.encode_batch([text])[0]
+    def encode_batches(self, batches: Iterable[list[str]], add_special_tokens: bool = True
+                       ) -> Iterator[list[LeanEncoding]]:
+        """encode_batch of each batch. The texts of as many batches as make GROUP_TEXTS are encoded
+        together, one model for each script among them (see _clusters): the cost of a model
+        (finding its pieces, building it) grows much slower than its texts, and a smaller model
+        runs faster (tokenizers' Viterbi search walks a trie of its pieces)."""
+        batches = iter(batches)
+        while group := list(_take_texts(batches, GROUP_TEXTS)):
+            texts = [text for batch in group for text in batch]
+            for text in texts:
+                _check(text)
+            encodings: list[LeanEncoding | None] = [None] * len(texts)
+            for members in _clusters(texts):
+                cluster = [texts[i] for i in members]
+                tokenizer, ids = self._tokenizer(cluster)
+                lookup = ids.__getitem__
+                for i, encoding in zip(members, tokenizer.encode_batch(cluster, add_special_tokens=add_special_tokens)):
+                    encodings[i] = LeanEncoding(encoding, list(map(lookup, encoding.ids)))
+                del tokenizer  # one model at a time
+            del texts
+            start = 0
+            for batch in group:
+                yield encodings[start : start + len(batch)]
+                start += len(batch)
 
-    def _words(self, text: str) -> PreTokenizedString:
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, not {type(text).__name__}")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:  # what tokenizers raises for a lone surrogate
-            raise TypeError(f"text is not valid Unicode: {exc.reason}") from None
-        pretokenized = PreTokenizedString(text)
-        if self._special is not None:
-            pretokenized.split(self._split_special)
-        pretokenized.normalize(self._normalize)
-        pretokenized.split(self._split_words)
-        return pretokenized
+    def _tokenizer(self, texts: list[str]) -> tuple[Tokenizer, list[int]]:
+        """tokenizers' Tokenizer for these texts and the vocabulary id of each of its model's ids."""
+        pieces, ids = self._model_pieces(texts)
+        tokenizer = Tokenizer(models.Unigram(pieces, self._local_unk, False))
+        tokenizer.normalizer = self._normalizer
+        tokenizer.pre_tokenizer = self._pre_tokenizer
+        tokenizer.post_processor = self._post_processor
+        tokenizer.add_special_tokens(self._added)  # the head's ids: they are the model's first pieces
+        return tokenizer, ids
 
-    def _split_special(self, _index, normalized):
-        return normalized.split(self._special, "isolated")
+    def _model_pieces(self, texts: list[str]) -> tuple[list[tuple[str, float]], list[int]]:
+        """(piece, score) of the head and of every piece in the texts' words, and each one's vocabulary id."""
+        found = self._finder.find(self._words(texts))
+        found[self._head] = False
+        positions = np.concatenate([self._head, np.flatnonzero(found)])
+        ids = self._ids[positions]
+        pieces = list(zip(map(self._sorted.__getitem__, positions.tolist()), self._scores_by_id[ids].tolist()))
+        return pieces, ids.tolist()
 
-    def _normalize(self, normalized) -> None:
-        if normalized.normalized not in self._special_ids:
-            self._normalizer.normalize(normalized)
+    def _words(self, texts: list[str]) -> str:
+        """The texts' words, one per line, as the Unigram model will see them: the text between
+        special tokens, normalized, split at spaces and at the replacement, the replacement in
+        front. Each distinct word once."""
+        normalize, replacement = self._normalizer.normalize_str, self._replacement
+        split = self._special.split if self._special is not None else lambda text: (text,)
+        normalized = " ".join(normalize(part) for text in texts for part in split(text) if part)
+        words = set(normalized.replace(replacement, " ").split(" "))
+        return replacement + ("\n" + replacement).join(words)
 
-    def _split_words(self, _index, normalized):
-        """Metaspace(replacement, prepend_scheme="always", split=True), as tokenizers does it."""
-        if normalized.normalized in self._special_ids:
-            return [normalized]
-        normalized.replace(" ", self._replacement)
-        if not normalized.normalized.startswith(self._replacement):
-            normalized.prepend(self._replacement)
-        return normalized.split(self._replacement, "merged_with_next")
 
-    def _tokens(self, word: str) -> list[Token]:
-        special = self._special_ids.get(word)
-        if special is not None:
-            return [Token(special, word, (0, len(word.encode("utf-8"))))]
-        return self._cache[word]
+def _clusters(texts: list[str]) -> list[list[int]]:
+    """The texts' indices grouped by the 256-character block of their highest character: mostly
+    texts of one script, often of one language (Spanish has no ş, Turkish no ñ), whose words share
+    pieces. Blocks with fewer than MIN_CLUSTER texts go together."""
+    blocks: dict[int, list[int]] = {}
+    for index, text in enumerate(texts):
+        blocks.setdefault(ord(max(text)) >> 8 if text else 0, []).append(index)
+    clusters = [members for members in blocks.values() if len(members) >= MIN_CLUSTER]
+    rest = sorted(index for members in blocks.values() if len(members) < MIN_CLUSTER for index in members)
+    return clusters + [rest] if rest else clusters
 
-    def _cut(self, words: set[str]) -> None:
-        """Pieces of each word, from tokenizers' own Unigram model built for these words only.
 
-        Its Viterbi search looks at the pieces that occur in the word and at the vocabulary's lowest
-        score (an unknown character scores that minus 10), nothing else: a model with exactly those
-        pieces, their scores and the unknown token gives the same pieces as the full one. It costs
-        ~1 KB per piece while it lives; the full vocabulary's costs ~290 MB for the process's life."""
-        longest = self._max_piece
-        tails = {word[begin:begin + longest] for word in words for begin in range(len(word))}
-        substrings = {tail[:end] for tail in tails for end in range(1, len(tail) + 1)}
-        pieces = [self._unk_piece, self._lowest_piece, *(substrings & self._pieces)]
-        global_ids = [self._id(piece) for piece in pieces]
-        scores = self._scores
-        model = models.Unigram([(piece, scores[i]) for piece, i in zip(pieces, global_ids)], 0, False)
-        for word in words:
-            self._cache[word] = [Token(global_ids[token.id], token.value, token.offsets)
-                                 for token in model.tokenize(word)]
+def _take_texts(batches: Iterator[list[str]], count: int) -> Iterator[list[str]]:
+    """Batches from `batches` until they hold `count` texts or more (at least one batch, if any is left)."""
+    taken = 0
+    for batch in batches:
+        yield batch
+        taken += len(batch)
+        if taken >= count:
+            return
+
+
+def _check(text) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, not {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # what tokenizers raises for a lone surrogate
+        raise TypeError(f"text is not valid Unicode: {exc.reason}") from None
+
+
+def _local_template(template: dict, head: list[str], global_id) -> dict:
+    """The template post-processor with its special tokens' ids in the per-call model (the head)."""
+    template = json.loads(json.dumps(template))
+    for entry in template.get("special_tokens", {}).values():
+        local = []
+        for token, token_id in zip(entry["tokens"], entry["ids"], strict=True):
+            if token not in head or global_id(token) != token_id:
+                raise ValueError(f"the template's special token {token!r} is not a special piece at id {token_id}")
+            local.append(head.index(token))
+        entry["ids"] = local
+    return template
 
 
 def _little_endian(values: array, encoded: str) -> array:
@@ -182,7 +246,3 @@ def _little_endian(values: array, encoded: str) -> array:
         values.byteswap()
     return values
 
-
-def _regex_escape(token: str) -> str:
-    """Every character as an Oniguruma code point escape: no character of a token is a metacharacter."""
-    return "".join(f"\\x{{{ord(char):x}}}" for char in token)

@@ -42,6 +42,10 @@ def lean_tokenizer_data(path: Path) -> dict | None:
     if any(not token or replacement in token or " " in token or pieces.index(token) != entry["id"]
            for token, entry in zip(contents, added) if token in pieces) or not set(contents) <= set(pieces):
         return None  # special tokens must be pieces at their own ids, and never look like a word
+    for entry in post.get("special_tokens", {}).values():  # the runtime maps the template's ids to its model's
+        if any(token not in contents or pieces.index(token) != token_id
+               for token, token_id in zip(entry["tokens"], entry["ids"], strict=True)):
+            return None
     order = sorted(range(len(pieces)), key=pieces.__getitem__)  # the runtime bisects the sorted pieces
     ids = _little_endian(array("i", order))
     scores = _little_endian(array("d", [float(model["vocab"][i][1]) for i in range(len(pieces))]))

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from edge_embed import Embedder
+from edge_embed import Embedder, piece_finder, unigram
 from edge_embed.errors import BundleError, TruncationWarning
 from edge_embed.manifest import MANIFEST_NAME
 from edge_embed.unigram import LEAN_TOKENIZER_FILE, UnigramTokenizer
@@ -90,6 +90,46 @@ PIECES = ["<s>", "</s>", "<pad>", "<unk>", "<mask>", " ", "  ", "\u3000", "\t", 
                           st.text(alphabet=st.characters(codec="utf-8"), max_size=8)), max_size=6))
 def test_same_tokens_on_random_unicode(xlmr, parts):
     assert differences(xlmr, ["".join(parts)]) == []
+
+
+def _pieces_in(text: str, pieces: set[str], longest: int) -> set[str]:
+    """Brute force: every substring of up to `longest` characters that is a piece."""
+    return {text[i:j] for i in range(len(text)) for j in range(i + 1, min(len(text), i + longest) + 1)} & pieces
+
+
+def test_the_piece_finder_finds_every_piece_a_text_holds(xlmr, monkeypatch):
+    _, lean = xlmr
+    finder, pieces = lean._finder, lean._sorted
+    vocabulary = set(pieces)
+    text = "\n".join(["▁" + word for text in fixture_texts(V2) for word in text.split()]
+                     + ["▁🙂🙃", "▁\U000e0041x", "ﬁne", "▁" + "ก" * 40, "▁" + "x" * 30])
+    monkeypatch.setattr(piece_finder, "CHUNK_CHARS", 64)  # many chunks: a piece across a chunk's end is found too
+    found = {pieces[i] for i in np.flatnonzero(finder.find(text))}
+    expected = _pieces_in(text, vocabulary, finder.longest)
+    assert len(expected) > 500 and any(len(piece) > 8 for piece in expected)
+    assert expected <= found and len(found - expected) <= 2  # more only where a hash collides
+    few = sorted(["a", "ab", "abc", "🙂", "x🙂y", "▁ab", "é"])  # and characters outside the BMP
+    hits = piece_finder.PieceFinder(few).find("▁abx🙂y\nzé")
+    assert {piece for piece, hit in zip(few, hits) if hit} == {"a", "ab", "▁ab", "🙂", "x🙂y", "é"}
+
+
+def test_batches_grouped_and_split_by_script_give_tokenizers_tokens(xlmr, monkeypatch):
+    reference, lean = xlmr
+    monkeypatch.setattr(unigram, "GROUP_TEXTS", 40)  # several groups, each with several scripts' models
+    monkeypatch.setattr(unigram, "MIN_CLUSTER", 4)
+    texts = [f"{text} {i}" for i in range(4) for text in fixture_texts(V2)]
+    texts += ["Ελληνικά κείμενα", "Русский текст <mask>", "ภาษาไทย", "中文文本", "✓ rare block", ""]
+    batches = [texts[start : start + 17] for start in range(0, len(texts), 17)]
+    assert len(unigram._clusters(texts)) >= 4
+    for special in (True, False):
+        got = list(lean.encode_batches(batches, add_special_tokens=special))
+        assert [len(batch) for batch in got] == [len(batch) for batch in batches]
+        for batch, encodings in zip(batches, got):
+            for want, have in zip(reference.encode_batch(batch, add_special_tokens=special), encodings):
+                assert (have.ids, have.offsets, have.special_tokens_mask, have.tokens) == (
+                    want.ids, want.offsets, want.special_tokens_mask, want.tokens)
+    assert lean.encode("a <s> b", add_special_tokens=False).ids == reference.encode("a <s> b",
+                                                                                    add_special_tokens=False).ids
 
 
 def test_an_invalid_text_is_a_type_error_as_in_tokenizers(xlmr):
