@@ -115,12 +115,12 @@ def seeded_texts(spec, tokenizer, workload, n, limit):
     return TextMaker.seeded(tokenizer, spec.key, workload.name).texts(workload, n, limit)
 
 
-def build_systems(names, common, log=log) -> tuple[dict, dict]:
+def build_systems(specs: dict) -> tuple[dict, dict]:
     built, failed = {}, {}
-    for name in names:
+    for name, spec in specs.items():
         start = time.perf_counter()
         try:
-            built[name] = systems_mod.build({**common, "system": name})
+            built[name] = systems_mod.build(spec)
             log(f"[bench]   {name} loaded ({time.perf_counter() - start:.1f} s)")
         except Exception as exc:  # a peer that cannot load is reported, not fatal
             failed[name] = f"{type(exc).__name__}: {exc}"
@@ -296,11 +296,7 @@ def run_model(spec, args, llama) -> dict:
         specs[name] = {**common, "system": name}
         if name.startswith("llama-"):
             specs[name].update(gguf=str(ggufs[name.split("-", 1)[1]]), python=llama["python"])
-    built, failed = {}, {}
-    for name in wanted:
-        b, f = build_systems([name], specs[name])
-        built.update(b)
-        failed.update(f)
+    built, failed = build_systems(specs)
     model["load_failures"] = failed
 
     tokenizer = Tokenizer.from_file(str(bundle / "tokenizer.json"))

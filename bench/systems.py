@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+from functools import partialmethod
 from pathlib import Path
 
 import numpy as np
@@ -161,68 +162,59 @@ class RemoteSystem(System):
         self.name = spec["system"]
         self.proc = subprocess.Popen([python, __file__, json.dumps(spec)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE)
-        try:
-            self._call("ready", [])
-        except RuntimeError:
-            self.proc.kill()
-            raise
+        self._reply()  # built, or the child's error (and its exit)
 
-    def _call(self, method: str, texts: list[str]):
-        self.proc.stdin.write(json.dumps({"method": method, "texts": list(texts)}).encode() + b"\n")
-        self.proc.stdin.flush()
+    def _reply(self):
         head = self.proc.stdout.readline()
-        if not head:
-            raise RuntimeError(f"{self.name}: its process ended (exit {self.proc.wait()}; see stderr)")
-        head = json.loads(head)
+        head = json.loads(head) if head else {"error": f"exit {self.proc.wait()} (see stderr)"}
         if "error" in head:
-            raise RuntimeError(head["error"])
+            raise RuntimeError(f"{self.name}: {head['error']}")
         if "shape" not in head:
             return head["value"]
         size = int(np.prod(head["shape"])) * 4
         return np.frombuffer(self.proc.stdout.read(size), dtype=np.float32).reshape(head["shape"])
 
-    def prepare(self, texts):
-        self._call("prepare", texts)
+    def _call(self, method: str, texts: list[str]):
+        self.proc.stdin.write(json.dumps({"method": method, "texts": list(texts)}).encode() + b"\n")
+        self.proc.stdin.flush()
+        return self._reply()
 
-    def embed(self, texts):
-        return self._call("embed", texts)
-
-    def pooled(self, texts):
-        return self._call("pooled", texts)
-
-    def token_counts(self, texts) -> list[int]:
-        return self._call("token_counts", texts)
+    prepare, embed = partialmethod(_call, "prepare"), partialmethod(_call, "embed")
+    pooled, token_counts = partialmethod(_call, "pooled"), partialmethod(_call, "token_counts")
 
     def close(self):
-        self._call("close", [])
-        self.proc.stdin.close()
+        self.proc.stdin.close()  # the child closes its system and exits
         self.proc.wait(timeout=60)
 
 
 def serve(spec: dict) -> None:
-    """The child of a RemoteSystem: one JSON request per line in, a JSON header (+ float32 bytes) out."""
+    """The child of a RemoteSystem: after a first reply (built, or why not), one JSON request per line
+    in, one JSON header (+ float32 bytes) out, until stdin closes."""
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever the peer prints goes to stderr, not into the replies
-    system = None
+
+    def reply(head: dict, data: bytes = b"") -> None:
+        out.write(json.dumps(head).encode() + b"\n" + data)
+        out.flush()
+
+    try:
+        system = build(spec)
+    except Exception as exc:  # the parent raises it
+        return reply({"error": f"{type(exc).__name__}: {exc}"})
+    reply({"value": None})
     for line in sys.stdin:
         request = json.loads(line)
         try:
-            if system is None:
-                system = build(spec)
-            method = request["method"]
-            value = None if method == "ready" else system.close() if method == "close" else \
-                getattr(system, method)(request["texts"])
+            value = getattr(system, request["method"])(request["texts"])
         except Exception as exc:  # reported to the parent, which records or raises it
-            out.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode() + b"\n")
+            reply({"error": f"{type(exc).__name__}: {exc}"})
+            continue
+        if isinstance(value, np.ndarray):
+            value = np.ascontiguousarray(value, dtype=np.float32)
+            reply({"shape": value.shape}, value.tobytes())
         else:
-            if isinstance(value, np.ndarray):
-                value = np.ascontiguousarray(value, dtype=np.float32)
-                out.write(json.dumps({"shape": value.shape}).encode() + b"\n" + value.tobytes())
-            else:
-                out.write(json.dumps({"value": value}).encode() + b"\n")
-        out.flush()
-        if request["method"] == "close":
-            return
+            reply({"value": value})
+    system.close()
 
 
 def build(spec: dict) -> System:
