@@ -49,29 +49,27 @@ def _run(cmd: list[str], timeout: float, env: dict | None = None) -> tuple[bool,
 def ensure_llama(venv: Path, timeout: float, log=print) -> dict:
     """{"available", "version", "python", "message", "install_s"}: llama-cpp-python in its own venv,
     made (or brought up to bench/llama-requirements.txt) here."""
-    python = venv / "bin" / "python"
-    stamp = venv / ".installed"  # the requirements it was installed from
+    python, stamp = venv / "bin" / "python", venv / ".installed"  # stamp: the requirements installed
     wanted = LLAMA_REQUIREMENTS.read_text(encoding="utf-8")
-    seconds = 0.0
+    ok, message, start = True, "already installed", time.perf_counter()
     if not (stamp.exists() and stamp.read_text(encoding="utf-8") == wanted):
-        log(f"[bench] installing {LLAMA_REQUIREMENTS.name} into {venv} (compiles llama.cpp; limit {timeout:.0f} s) ...")
+        log(f"[bench] installing {LLAMA_REQUIREMENTS.name} into {venv} (compiles llama.cpp; limit {timeout:.0f} s)")
         env = dict(os.environ)
         env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
         env.setdefault("CMAKE_ARGS", "-DLLAVA_BUILD=OFF")  # the multimodal library is not needed
-        start = time.perf_counter()
         ok, message = _run([sys.executable, "-m", "venv", str(venv)], timeout)
         if ok:
             ok, message = _run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                                 "--no-deps", "-r", str(LLAMA_REQUIREMENTS)], timeout, env)
-        seconds = time.perf_counter() - start
-        if not ok:
-            reason = f"llama.cpp SKIPPED: installing {LLAMA_REQUIREMENTS.name} into {venv} failed ({message})"
-            return {"available": False, "version": None, "python": None, "message": reason, "install_s": seconds}
-        stamp.write_text(wanted, encoding="utf-8")
-    ok, version = _run([str(python), "-c", "import llama_cpp; print(llama_cpp.__version__)"], 120)
+        if ok:
+            stamp.write_text(wanted, encoding="utf-8")
+            message = f"installed in {time.perf_counter() - start:.0f} s"
+    seconds = time.perf_counter() - start
+    if ok:  # it imports, and says its version
+        ok, version = _run([str(python), "-c", "import llama_cpp; print(llama_cpp.__version__)"], 120)
+        message = message if ok else version
     if not ok:
         return {"available": False, "version": None, "python": None, "install_s": seconds,
-                "message": f"llama.cpp SKIPPED: llama_cpp does not import in {venv} ({version})"}
-    message = f"installed in {seconds:.0f} s" if seconds else "already installed"
+                "message": f"llama.cpp SKIPPED: no llama_cpp in {venv} ({message})"}
     log(f"[bench] llama-cpp-python {version} in {venv}: {message}")
     return {"available": True, "version": version, "python": str(python), "message": message, "install_s": seconds}

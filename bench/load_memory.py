@@ -29,32 +29,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
-from edge_embed.measure import cold_start, rss_mb  # noqa: E402
+from edge_embed.measure import cold_start, peak_rss_mb, rss_mb  # noqa: E402
 
 BENCH = REPO / "bench"
 
 
-def _mb(field: str) -> float:
-    value = rss_mb(field.rstrip(":"))
-    if value is None:
-        raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
-    return value
-
-
-def _force_tokenizer_json() -> None:
-    """Load tokenizer.json with the tokenizers library even where the bundle has a lean file (the old path)."""
-    import edge_embed.embedder
-
-    edge_embed.embedder.lean_tokenizer_file = lambda manifest: None
-
-
 def embedder(bundle: str, kind: str, threads: int):
     """What the fresh process of `load` builds (measure.cold_start calls it there)."""
-    from edge_embed import Embedder
+    import edge_embed.embedder
 
-    if kind == "tokenizer.json":
-        _force_tokenizer_json()
-    return Embedder(bundle, precision="int8", threads=threads)
+    if kind == "tokenizer.json":  # tokenizers' tokenizer.json even where the bundle has a lean file (the old path)
+        edge_embed.embedder.lean_tokenizer_file = lambda manifest: None
+    return edge_embed.embedder.Embedder(bundle, precision="int8", threads=threads)
 
 
 def load(bundle: Path, kind: str, threads: int) -> dict:
@@ -76,12 +62,12 @@ def _tokenizer(bundle: Path, kind: str):
 def child_tokenizer(bundle: str, kind: str) -> dict:
     import edge_embed.tokenize  # noqa: F401  (imports are not the tokenizer's cost)
 
-    rss = _mb("VmRSS:")
+    rss = rss_mb()
     start = time.perf_counter()
     tokenizer = _tokenizer(Path(bundle), kind)
     tokenizer.encode(["warm up"])
     seconds = time.perf_counter() - start
-    return {"load_s": seconds, "rss_growth_mb": _mb("VmRSS:") - rss, "peak_growth_mb": _mb("VmHWM:") - rss}
+    return {"load_s": seconds, "rss_growth_mb": rss_mb() - rss, "peak_growth_mb": peak_rss_mb() - rss}
 
 
 def child_tokenize(bundle: str, kind: str, texts_file: str) -> dict:

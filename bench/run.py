@@ -64,13 +64,7 @@ def machine_info(llama_version: str | None) -> dict:
     flags = ", ".join(f.upper() for f in cpu["isa"]) or "?"
     if not {"avx512_vnni", "avx_vnni"} & set(cpu["isa"]):
         flags += "; no VNNI"
-    ram = 0.0
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                ram = int(line.split()[1]) / 1024 / 1024
-    except OSError:
-        pass
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
     import numpy
     import onnxruntime
     import torch
@@ -92,8 +86,8 @@ def parse_args(argv=None):
     p.add_argument("--workloads", default="", help="comma-separated subset of workload names")
     p.add_argument("--rounds", type=int, help="override the rounds of every workload")
     p.add_argument("--no-llama", action="store_true", help="do not try llama.cpp")
-    p.add_argument("--llama-timeout", type=float, default=600,
-                   help="seconds allowed for installing llama-cpp-python into its venv (default 600)")
+    p.add_argument("--llama-timeout", type=float, default=1800,
+                   help="seconds allowed for installing llama-cpp-python into its venv (default 1800)")
     p.add_argument("--llama-flash-attn", action="store_true", help="run llama.cpp with flash attention")
     p.add_argument("--moe", choices=["sparse", "dense", "fused"], help="export option for v2-moe (default: "
                    "export's own default)")
@@ -391,13 +385,10 @@ def run_model(spec, args, llama) -> dict:
                 entry["systems"][name] = {"times_s": [seconds], "median_s": seconds, "tok_s": tokens / seconds,
                                           "texts_s": 1 / seconds, "others_cpu": [share], "others_cpu_max": share}
         for name in wanted:
-            if name.startswith("llama-"):
-                why = "beyond the 2048-token context llama.cpp's converter gives v1.5"
+            why = ("beyond the 2048-token context llama.cpp's converter gives v1.5" if name.startswith("llama-")
+                   else None if name in names else "quick mode")
+            if why:
                 long["skipped"][name] = entry["skipped"][name] = why
-        if quick:
-            for name in ("edge-fp32", "torch-fp32"):
-                if name in wanted:
-                    long["skipped"][name] = entry["skipped"][name] = "quick mode"
         model["long_rss"] = long
         model["workloads"][long_wl.name] = entry
     return model
