@@ -146,22 +146,26 @@ def measure_workload(built, workload, texts, lengths, rounds, quiet_wait: float)
     which others took more than DIRTY of the CPU during any call is repeated (after waiting for
     quiet), up to half as many extra rounds as planned; medians use the clean rounds when at least
     half are clean."""
-    names = list(built)
-    for name in names:  # per-workload setup and a warm-up call, outside the timed region
-        built[name].prepare(texts)
-        built[name].embed(texts[: min(len(texts), 4)] if not workload.long else [texts[0][:2000]])
+    names, errors = list(built), {}
     others = {name: [] for name in names}
     clean_rounds: list[int] = []
-    errors = {}
+    helpers = tuple(system.proc.pid for system in built.values() if hasattr(system, "proc"))  # remote peers
+    for name in names:  # per-workload setup and a warm-up call, outside the timed region
+        try:
+            built[name].prepare(texts)
+            built[name].embed(texts[: min(len(texts), 4)] if not workload.long else [texts[0][:2000]])
+        except Exception as exc:  # a peer that fails (or crashes its own process) is reported, not fatal
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            log(f"[bench]     {name} failed: {errors[name]}")
     most = rounds + (rounds + 1) // 2 if quiet_wait > 0 else rounds  # extra rounds replace disturbed ones
 
     def call(name: str) -> None:
         if name in errors:
             return
-        meter = CpuMeter()
+        meter = CpuMeter(helpers)
         try:
             built[name].embed(texts)
-        except Exception as exc:  # a peer that fails is reported, not fatal
+        except Exception as exc:
             errors[name] = f"{type(exc).__name__}: {exc}"
             log(f"[bench]     {name} failed: {errors[name]}")
             return

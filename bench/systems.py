@@ -183,7 +183,10 @@ class RemoteSystem(System):
     pooled, token_counts = partialmethod(_call, "pooled"), partialmethod(_call, "token_counts")
 
     def close(self):
-        self.proc.stdin.close()  # the child closes its system and exits
+        try:
+            self.proc.stdin.close()  # the child closes its system and exits
+        except BrokenPipeError:  # it had ended already
+            pass
         self.proc.wait(timeout=60)
 
 
