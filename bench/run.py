@@ -147,8 +147,7 @@ def measure_workload(built, workload, texts, lengths, rounds, quiet_wait: float)
     quiet), up to half as many extra rounds as planned; medians use the clean rounds when at least
     half are clean."""
     names, errors = list(built), {}
-    others = {name: [] for name in names}
-    clean_rounds: list[int] = []
+    others, clean_rounds = {name: [] for name in names}, []
     helpers = tuple(system.proc.pid for system in built.values() if hasattr(system, "proc"))  # remote peers
     for name in names:  # per-workload setup and a warm-up call, outside the timed region
         try:
@@ -238,16 +237,13 @@ def apply_roofline(model: dict, rates: dict) -> None:
 def cold_start(spec: dict, first_text: str, long_text: str | None = None) -> dict:
     """One fresh process (edge_embed.measure.cold_start): edge-embed as a user's program loads it, a
     peer through systems.build, in its own venv's Python where it has one; {"error"} if it fails."""
-    name, local = spec["system"], {k: v for k, v in spec.items() if k != "python"}
-    if name.startswith("edge-"):
-        factory, path = "edge_embed:Embedder", ()
-        kwargs = {"bundle": spec["bundle"], "precision": name.split("-", 1)[1], "providers": "cpu",
-                  "threads": spec["threads"]}
-    else:
-        factory, kwargs, path = "systems:build", {"spec": local}, (str(BENCH),)
+    factory, kwargs = "systems:build", {"spec": {k: v for k, v in spec.items() if k != "python"}}
+    if spec["system"].startswith("edge-"):
+        factory, kwargs = "edge_embed:Embedder", {"bundle": spec["bundle"], "precision": spec["system"][5:],
+                                                  "providers": "cpu", "threads": spec["threads"]}
     try:
         return measure.cold_start(factory, kwargs, first_text, long_text, spec.get("python") or sys.executable,
-                                  path, timeout=900)
+                                  (str(BENCH),), timeout=900)
     except measure.ColdStartError as exc:
         return {"error": str(exc)}
 
@@ -319,13 +315,9 @@ def run_model(spec, args, llama) -> dict:
         lengths = count(texts)
         rounds = args.rounds or workload.n_rounds(quick)
         rounds_used.append(rounds)
-        here = dict(built)
-        skipped = {}
-        for name in list(here):
-            if name.startswith("llama-") and max(lengths) > 2048 + 64:
-                skipped[name] = ("beyond the 2048-token context llama.cpp's converter gives v1.5 "
-                                 "(n_positions 8192 -> 2048)")
-                del here[name]
+        skipped = {name: "beyond the 2048-token context llama.cpp's converter gives v1.5 (n_positions 8192 -> 2048)"
+                   for name in built if name.startswith("llama-") and max(lengths) > 2048 + 64}
+        here = {name: system for name, system in built.items() if name not in skipped}
         log(f"[bench] {spec.key} {workload.name}: {len(texts)} texts, {sum(lengths)} tokens "
             f"({min(lengths)}-{max(lengths)} per text), {rounds} rounds, systems {', '.join(here)}")
         result = measure_workload(here, workload, texts, lengths, rounds, args.quiet_wait)
@@ -349,8 +341,7 @@ def run_model(spec, args, llama) -> dict:
                 + (got["error"] if "error" in got else
                    f"{got['load_to_first_embedding_s']:.2f} s, RSS {got['rss_after_load_mb']:.0f} MB"))
             load_runs[name].append(got)
-    model["load"] = {}
-    model["load_repeats"] = repeats
+    model["load"], model["load_repeats"] = {}, repeats
     for name, runs in load_runs.items():
         good = [g for g in runs if "error" not in g]
         if not good:

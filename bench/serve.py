@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import sys
@@ -83,31 +84,27 @@ def throughput(server, model: Embedder, texts: dict[int, list[str]], rounds: int
     limits = httpx.Limits(max_connections=max(CLIENTS), max_keepalive_connections=max(CLIENTS))
     http = httpx.AsyncClient(base_url=server.url, limits=limits, timeout=600)
     try:
-        for length in LENGTHS:
-            for per_request in TEXTS_PER_REQUEST:
-                for clients in CLIENTS:
-                    per_client = max(1, round(budget / (clients * per_request * length)))
-                    n = clients * per_request * per_client
-                    pool = texts[length]
-                    batch = [pool[i % len(pool)] for i in range(n)]
-                    tokens = sum(len(s) for s in model.tokenizer.encode(batch).sequences)
-                    requests = [batch[i:i + per_request] for i in range(0, n, per_request)]
-                    seconds = alternating_rounds({
-                        "bare": partial(model.embed, batch),
-                        "server": lambda r=requests, c=clients: loop.run_until_complete(send_all(http, r, c)),
-                    }, rounds)
-                    bare_rates = [tokens / s for s in seconds["bare"]]
-                    server_rates = [tokens / s for s in seconds["server"]]
-                    ratios = [s / b for s, b in zip(server_rates, bare_rates)]
-                    row = {"tokens_per_text": length, "texts_per_request": per_request, "clients": clients,
-                           "requests": len(requests), "tokens": tokens,
-                           "bare_tokens_s": statistics.median(bare_rates),
-                           "server_tokens_s": statistics.median(server_rates),
-                           "ratio": statistics.median(ratios), "ratios": ratios}
-                    log(f"[serve-bench] ~{length} tokens, {per_request} text(s)/request, {clients} clients: "
-                        f"server {row['server_tokens_s']:.0f} tokens/s, bare {row['bare_tokens_s']:.0f}, "
-                        f"ratio {row['ratio']:.2f}")
-                    rows.append(row)
+        for length, per_request, clients in itertools.product(LENGTHS, TEXTS_PER_REQUEST, CLIENTS):
+            per_client = max(1, round(budget / (clients * per_request * length)))
+            n = clients * per_request * per_client
+            batch = [texts[length][i % len(texts[length])] for i in range(n)]
+            tokens = sum(len(s) for s in model.tokenizer.encode(batch).sequences)
+            requests = [batch[i:i + per_request] for i in range(0, n, per_request)]
+            seconds = alternating_rounds({
+                "bare": partial(model.embed, batch),
+                "server": lambda r=requests, c=clients: loop.run_until_complete(send_all(http, r, c)),
+            }, rounds)
+            bare_rates, server_rates = ([tokens / s for s in seconds[key]] for key in ("bare", "server"))
+            ratios = [s / b for s, b in zip(server_rates, bare_rates)]
+            row = {"tokens_per_text": length, "texts_per_request": per_request, "clients": clients,
+                   "requests": len(requests), "tokens": tokens,
+                   "bare_tokens_s": statistics.median(bare_rates),
+                   "server_tokens_s": statistics.median(server_rates),
+                   "ratio": statistics.median(ratios), "ratios": ratios}
+            log(f"[serve-bench] ~{length} tokens, {per_request} text(s)/request, {clients} clients: "
+                f"server {row['server_tokens_s']:.0f} tokens/s, bare {row['bare_tokens_s']:.0f}, "
+                f"ratio {row['ratio']:.2f}")
+            rows.append(row)
     finally:
         loop.run_until_complete(http.aclose())
         loop.close()

@@ -154,9 +154,8 @@ class LlamaSystem(System):
 
 
 class RemoteSystem(System):
-    """A system built by another Python (a peer's own venv) in a child process, called over a pipe.
-    Embeddings come back as raw float32 bytes: for 64 texts x 768 dims, 200 KB, well under a
-    millisecond next to calls of tens of milliseconds or more."""
+    """A system built by another Python (a peer's own venv) in a child process, called over a pipe
+    (embeddings come back as raw float32 bytes)."""
 
     def __init__(self, python: str, spec: dict):
         self.name = spec["system"]
