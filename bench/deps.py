@@ -1,11 +1,11 @@
 """The benchmark's optional dependencies.
 
-matplotlib (the plot), gguf (writing GGUF files) and threadpoolctl are pinned in pyproject's
-[bench] extra, which `make bench` installs. llama-cpp-python (the llama.cpp peer) ships as source
-and compiles llama.cpp (several minutes on 2 cores), so it is installed here, at the pinned
-LLAMA_CPP_VERSION, under a time limit in its own process group; on failure or time-out the
-llama.cpp peer is skipped with the reason recorded. pip keeps the built wheel in its cache, so
-later runs install it in seconds.
+matplotlib (the plot), gguf (writing GGUF files) and threadpoolctl are pinned in pyproject's [bench]
+extra, which `make bench` installs. llama.cpp, the peer, gets a venv of its own (WORK/venvs/llama)
+with every package pinned in bench/llama-requirements.txt, so nothing is installed into the running
+environment. llama-cpp-python ships as source and compiles llama.cpp (several minutes on 2 cores), so
+the install runs under a time limit in its own process group; on failure or time-out the llama.cpp peer
+is skipped with the reason recorded. pip keeps the built wheel in its cache: a new venv takes seconds.
 """
 from __future__ import annotations
 
@@ -15,22 +15,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-LLAMA_CPP_VERSION = "0.3.36"  # the peer's version is part of the result: pinned
-
-
-def pip(args: list[str], timeout: float | None, env: dict | None = None) -> tuple[bool, str]:
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # pip and the compiler processes it started
-        proc.communicate()
-        return False, f"timed out after {timeout:.0f} s"
-    lines = [ln for ln in out.splitlines() if ln.strip() and not ln.startswith("WARNING: Location")]
-    return proc.returncode == 0, " | ".join(lines[-3:])
+LLAMA_REQUIREMENTS = Path(__file__).with_name("llama-requirements.txt")
 
 
 def ensure(module: str, package: str, log=print) -> bool:
@@ -44,32 +31,45 @@ def ensure(module: str, package: str, log=print) -> bool:
         return False
 
 
-def ensure_llama(timeout: float, log=print) -> dict:
-    """{"available": bool, "version", "message", "install_s"} for llama-cpp-python."""
+def _run(cmd: list[str], timeout: float, env: dict | None = None) -> tuple[bool, str]:
+    """(succeeded, last lines of output); on time-out the whole process group (pip and the
+    compilers it started) is killed."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
     try:
-        import llama_cpp
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return False, f"timed out after {timeout:.0f} s"
+    lines = [ln for ln in out.splitlines() if ln.strip() and not ln.startswith("WARNING: Location")]
+    return proc.returncode == 0, " | ".join(lines[-3:])
 
-        return {"available": True, "version": llama_cpp.__version__, "message": "already installed",
-                "install_s": 0.0}
-    except ImportError:
-        pass
-    log(f"[bench] installing llama-cpp-python (compiles llama.cpp; limit {timeout:.0f} s) ...")
-    env = dict(os.environ)
-    env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
-    env.setdefault("CMAKE_ARGS", "-DLLAVA_BUILD=OFF")  # the multimodal library is not needed
-    start = time.perf_counter()
-    ok, message = pip([f"llama-cpp-python=={LLAMA_CPP_VERSION}"], timeout=timeout, env=env)
+
+def ensure_llama(venv: Path, timeout: float, log=print) -> dict:
+    """{"available", "version", "python", "message", "install_s"}: llama-cpp-python in its own venv,
+    made (or brought up to bench/llama-requirements.txt) here."""
+    python, stamp = venv / "bin" / "python", venv / ".installed"  # stamp: the requirements installed
+    wanted = LLAMA_REQUIREMENTS.read_text(encoding="utf-8")
+    ok, message, start = True, "already installed", time.perf_counter()
+    if not (stamp.exists() and stamp.read_text(encoding="utf-8") == wanted):
+        log(f"[bench] installing {LLAMA_REQUIREMENTS.name} into {venv} (compiles llama.cpp; limit {timeout:.0f} s)")
+        env = dict(os.environ)
+        env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
+        env.setdefault("CMAKE_ARGS", "-DLLAVA_BUILD=OFF")  # the multimodal library is not needed
+        ok, message = _run([sys.executable, "-m", "venv", str(venv)], timeout)
+        if ok:
+            ok, message = _run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                                "--no-deps", "-r", str(LLAMA_REQUIREMENTS)], timeout, env)
+        if ok:
+            stamp.write_text(wanted, encoding="utf-8")
+            message = f"installed in {time.perf_counter() - start:.0f} s"
     seconds = time.perf_counter() - start
-    if ok:
-        importlib.invalidate_caches()
-        try:
-            import llama_cpp
-
-            log(f"[bench] llama-cpp-python {llama_cpp.__version__} installed ({seconds:.0f} s)")
-            return {"available": True, "version": llama_cpp.__version__,
-                    "message": f"installed in {seconds:.0f} s", "install_s": seconds}
-        except Exception as exc:  # built but broken
-            message = f"installed but import fails: {exc}"
-    reason = f"llama.cpp SKIPPED: `pip install llama-cpp-python` failed ({message})"
-    log(f"[bench] {reason}")
-    return {"available": False, "version": None, "message": reason, "install_s": seconds}
+    if ok:  # it imports, and says its version
+        ok, version = _run([str(python), "-c", "import llama_cpp; print(llama_cpp.__version__)"], 120)
+        message = message if ok else version
+    if not ok:
+        return {"available": False, "version": None, "python": None, "install_s": seconds,
+                "message": f"llama.cpp SKIPPED: no llama_cpp in {venv} ({message})"}
+    log(f"[bench] llama-cpp-python {version} in {venv}: {message}")
+    return {"available": True, "version": version, "python": str(python), "message": message, "install_s": seconds}

@@ -2,7 +2,8 @@
 
 For each model (full-size random checkpoints, exported once and cached like bench/run.py does):
 - load: imports, `Embedder(bundle, precision="int8", threads=2)` and a first embedding, in a new
-  process each time (median of --repeats): seconds to the first embedding, RSS after load, peak RSS
+  process each time (edge_embed.measure.cold_start, median of --repeats): seconds to the first
+  embedding (interpreter start-up included), RSS after load and after the first embedding, peak RSS
   (VmHWM) while loading; with the bundle's lean tokenizer and with tokenizer.json (tokenizers).
 - tokenizer alone: load time and RSS growth of TextTokenizer in a new process, both kinds.
 - tokenizing N multilingual texts (cold caches, new process, both kinds in alternating processes):
@@ -29,38 +30,23 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
-from edge_embed.measure import rss_mb  # noqa: E402
+from edge_embed.measure import cold_start, peak_rss_mb, rss_mb  # noqa: E402
+
+BENCH = REPO / "bench"
 
 
-def _mb(field: str) -> float:
-    value = rss_mb(field.rstrip(":"))
-    if value is None:
-        raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
-    return value
-
-
-def _force_tokenizer_json() -> None:
-    """Load tokenizer.json with the tokenizers library even where the bundle has a lean file (the old path)."""
+def embedder(bundle: str, kind: str, threads: int):
+    """What the fresh process of `load` builds (measure.cold_start calls it there)."""
     import edge_embed.embedder
 
-    edge_embed.embedder.lean_tokenizer_file = lambda manifest: None
+    if kind == "tokenizer.json":  # tokenizers' tokenizer.json even where the bundle has a lean file (the old path)
+        edge_embed.embedder.lean_tokenizer_file = lambda manifest: None
+    return edge_embed.embedder.Embedder(bundle, precision="int8", threads=threads)
 
 
-def child_load(bundle: str, kind: str, threads: int) -> dict:
-    start = time.perf_counter()
-    from edge_embed import Embedder
-
-    if kind == "tokenizer.json":
-        _force_tokenizer_json()
-    imported = time.perf_counter()
-    model = Embedder(bundle, precision="int8", threads=threads)
-    built = time.perf_counter()
-    rss_built = _mb("VmRSS:")
-    model.embed(["a first text to embed, with a few words"])
-    done = time.perf_counter()
-    return {"load_to_first_embedding_s": done - start, "imports_s": imported - start,
-            "construct_s": built - imported, "first_embed_s": done - built,
-            "rss_after_construct_mb": rss_built, "rss_after_load_mb": _mb("VmRSS:"), "peak_rss_mb": _mb("VmHWM:")}
+def load(bundle: Path, kind: str, threads: int) -> dict:
+    return cold_start("load_memory:embedder", {"bundle": str(bundle), "kind": kind, "threads": threads},
+                      "a first text to embed, with a few words", path=(str(BENCH),))
 
 
 def _tokenizer(bundle: Path, kind: str):
@@ -77,12 +63,12 @@ def _tokenizer(bundle: Path, kind: str):
 def child_tokenizer(bundle: str, kind: str) -> dict:
     import edge_embed.tokenize  # noqa: F401  (imports are not the tokenizer's cost)
 
-    rss = _mb("VmRSS:")
+    rss = rss_mb()
     start = time.perf_counter()
     tokenizer = _tokenizer(Path(bundle), kind)
     tokenizer.encode(["warm up"])
     seconds = time.perf_counter() - start
-    return {"load_s": seconds, "rss_growth_mb": _mb("VmRSS:") - rss, "peak_growth_mb": _mb("VmHWM:") - rss}
+    return {"load_s": seconds, "rss_growth_mb": rss_mb() - rss, "peak_growth_mb": peak_rss_mb() - rss}
 
 
 def child_tokenize(bundle: str, kind: str, texts_file: str) -> dict:
@@ -127,7 +113,7 @@ def measure(bundle: Path, texts_file: Path, repeats: int, threads: int, log=prin
     out = {}
     kinds = ("lean", "tokenizer.json")
     for kind in kinds:
-        runs = [in_fresh_process("load", str(bundle), kind, str(threads)) for _ in range(repeats)]
+        runs = [load(bundle, kind, threads) for _ in range(repeats)]
         out[f"load[{kind}]"] = median_of(runs)
         out[f"tokenizer[{kind}]"] = median_of([in_fresh_process("tokenizer", str(bundle), kind)
                                               for _ in range(repeats)])
@@ -188,8 +174,7 @@ def main(argv=None) -> int:
         from edge_embed.manifest import lean_tokenizer_file, read_manifest
 
         if lean_tokenizer_file(read_manifest(bundle)) is None:  # WordPiece (v1.5): tokenizer.json only
-            runs = [in_fresh_process("load", str(bundle), "tokenizer.json", str(args.threads))
-                    for _ in range(args.repeats)]
+            runs = [load(bundle, "tokenizer.json", args.threads) for _ in range(args.repeats)]
             results["models"][key] = {"load[tokenizer.json]": median_of(runs)}
             print(f"[load_memory] {key}: " + json.dumps({k: round(v, 3) for k, v in median_of(runs).items()
                                                           if k != "runs"}))
@@ -204,9 +189,7 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         what, bundle, kind, *rest = sys.argv[2:]
-        if what == "load":
-            result = child_load(bundle, kind, int(rest[0]))
-        elif what == "tokenizer":
+        if what == "tokenizer":
             result = child_tokenizer(bundle, kind)
         else:
             result = child_tokenize(bundle, kind, rest[0])

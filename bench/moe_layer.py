@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,6 +34,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
+from edge_embed.measure import alternating_rounds  # noqa: E402
 from export.nomic_bert import MoEMLP, NomicConfig  # noqa: E402
 from export.onnx_export import OPSET, save  # noqa: E402
 from export.quantize import quantize_int8  # noqa: E402
@@ -115,16 +117,16 @@ def parse_args(argv=None):
 
 
 def time_sessions(sessions: dict, feeds: dict, rounds: int) -> dict:
-    """Median wall and CPU ms per session; every round runs all of them, order rotated."""
-    keys = list(sessions)
-    wall, cpu = {k: [] for k in keys}, {k: [] for k in keys}
-    for r in range(rounds):
-        for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
-            start, start_cpu = time.perf_counter(), time.process_time()
-            run(sessions[k], feeds)
-            wall[k].append(time.perf_counter() - start)
-            cpu[k].append(time.process_time() - start_cpu)
-    return {k: {"ms": 1e3 * statistics.median(wall[k]), "cpu_ms": 1e3 * statistics.median(cpu[k])} for k in keys}
+    """Median wall and CPU ms per session over alternating rounds (edge_embed.measure)."""
+    cpu = {k: [] for k in sessions}
+
+    def call(k: str) -> None:
+        start = time.process_time()
+        run(sessions[k], feeds)
+        cpu[k].append(time.process_time() - start)
+
+    wall = alternating_rounds({k: partial(call, k) for k in sessions}, rounds)
+    return {k: {"ms": 1e3 * statistics.median(wall[k]), "cpu_ms": 1e3 * statistics.median(cpu[k])} for k in sessions}
 
 
 def main(argv=None) -> int:

@@ -76,7 +76,7 @@ def long_rss_table(model: dict) -> str:
         if "error" in r:
             rows.append(f"| {sys_name} | failed: {r['error'][:80]} | |")
         else:
-            rows.append(f"| {sys_name} | {_f(r['peak_rss_mb'])} | {_f(r['first_embedding_s'], 1)} |")
+            rows.append(f"| {sys_name} | {_f(r['peak_rss_mb'])} | {_f(r['long_text_s'], 1)} |")
     for sys_name, why in long.get("skipped", {}).items():
         rows.append(f"| {sys_name} | skipped: {why} | |")
     return "\n".join(rows)

@@ -7,7 +7,8 @@ exports them with export_bundle (cached under --work), converts them to GGUF F16
 llama.cpp, and measures, with the same thread count for every system:
 
 - tokens/s and texts/s for edge-embed int8 and fp32, the torch model in export/ and llama.cpp
-  (llama-cpp-python; skipped with the reason recorded when it cannot be installed), on texts of
+  (llama-cpp-python in its own pinned venv, --work/venvs/llama; skipped with the reason recorded when
+  it cannot be installed), on texts of
   about 32, 128 and 512 tokens and, for v1.5, documents of 2048 and 8192 tokens. Systems
   alternate within each round (order rotated every round); the median round counts;
 - load time to first embedding and RSS in fresh processes; peak RSS for one 8192-token text;
@@ -29,6 +30,7 @@ import shlex
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -39,12 +41,12 @@ for path in (str(REPO), str(BENCH)):
 
 import checkpoints  # noqa: E402
 import deps  # noqa: E402
-import probes  # noqa: E402
 import report  # noqa: E402
 import roofline  # noqa: E402
 import systems as systems_mod  # noqa: E402
 from cpuload import WAIT_BUDGET, CpuMeter, wait_quiet  # noqa: E402
 
+from edge_embed import measure  # noqa: E402
 from edge_embed.bench_texts import WORKLOADS, TextMaker  # noqa: E402
 from edge_embed.benchmark import cpu_info  # noqa: E402
 
@@ -57,28 +59,16 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def machine_info() -> dict:
+def machine_info(llama_version: str | None) -> dict:
     cpu = cpu_info()
     flags = ", ".join(f.upper() for f in cpu["isa"]) or "?"
     if not {"avx512_vnni", "avx_vnni"} & set(cpu["isa"]):
         flags += "; no VNNI"
-    ram = 0.0
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                ram = int(line.split()[1]) / 1024 / 1024
-    except OSError:
-        pass
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
     import numpy
     import onnxruntime
     import torch
 
-    try:
-        import llama_cpp
-
-        llama_version = llama_cpp.__version__
-    except ImportError:
-        llama_version = None
     return {"cpu": cpu["cpu"], "cores": cpu["logical_cores"], "isa": flags, "ram_gb": ram,
             "python": platform.python_version(), "numpy": numpy.__version__,
             "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "llama_cpp": llama_version}
@@ -96,8 +86,8 @@ def parse_args(argv=None):
     p.add_argument("--workloads", default="", help="comma-separated subset of workload names")
     p.add_argument("--rounds", type=int, help="override the rounds of every workload")
     p.add_argument("--no-llama", action="store_true", help="do not try llama.cpp")
-    p.add_argument("--llama-timeout", type=float, default=600,
-                   help="seconds allowed for `pip install llama-cpp-python` (default 600)")
+    p.add_argument("--llama-timeout", type=float, default=1800,
+                   help="seconds allowed for installing llama-cpp-python into its venv (default 1800)")
     p.add_argument("--llama-flash-attn", action="store_true", help="run llama.cpp with flash attention")
     p.add_argument("--moe", choices=["sparse", "dense", "fused"], help="export option for v2-moe (default: "
                    "export's own default)")
@@ -119,12 +109,12 @@ def seeded_texts(spec, tokenizer, workload, n, limit):
     return TextMaker.seeded(tokenizer, spec.key, workload.name).texts(workload, n, limit)
 
 
-def build_systems(names, common, log=log) -> tuple[dict, dict]:
+def build_systems(specs: dict) -> tuple[dict, dict]:
     built, failed = {}, {}
-    for name in names:
+    for name, spec in specs.items():
         start = time.perf_counter()
         try:
-            built[name] = systems_mod.build({**common, "system": name})
+            built[name] = systems_mod.build(spec)
             log(f"[bench]   {name} loaded ({time.perf_counter() - start:.1f} s)")
         except Exception as exc:  # a peer that cannot load is reported, not fatal
             failed[name] = f"{type(exc).__name__}: {exc}"
@@ -151,49 +141,53 @@ def agreement(built: dict, texts: list[str]) -> dict:
 
 
 def measure_workload(built, workload, texts, lengths, rounds, quiet_wait: float) -> dict:
-    """Alternating rounds over the systems: per system the wall time of embed(texts) and the
-    share of the CPU that other processes took during the call. A round in which others took
-    more than DIRTY of the CPU during any call is repeated (after waiting for quiet), up to half
-    as many extra rounds as planned; medians use the clean rounds when at least half are clean."""
-    names = list(built)
+    """Alternating rounds over the systems (edge_embed.measure): per system the wall time of
+    embed(texts) and the share of the CPU that other processes took during the call. A round in
+    which others took more than DIRTY of the CPU during any call is repeated (after waiting for
+    quiet), up to half as many extra rounds as planned; medians use the clean rounds when at least
+    half are clean."""
+    names, errors = list(built), {}
+    others, clean_rounds = {name: [] for name in names}, []
+    helpers = tuple(system.proc.pid for system in built.values() if hasattr(system, "proc"))  # remote peers
     for name in names:  # per-workload setup and a warm-up call, outside the timed region
-        built[name].prepare(texts)
-        built[name].embed(texts[: min(len(texts), 4)] if not workload.long else [texts[0][:2000]])
-    times = {name: [] for name in names}
-    others = {name: [] for name in names}
-    clean_rounds: list[int] = []
-    errors = {}
-    r = 0
-    extra = (rounds + 1) // 2  # at most this many rounds added to replace disturbed ones
-    while len(clean_rounds) < rounds and r < rounds + extra and (r < rounds or quiet_wait > 0):
-        if quiet_wait > 0:
-            share = wait_quiet(quiet_wait, log=log)
-            if r >= rounds and share > DIRTY / 2:
-                log("[bench]     still busy: no more extra rounds")
-                break
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
-            if name in errors:
-                continue
-            gc.collect()
-            time.sleep(SETTLE_S)
-            meter = CpuMeter()
-            start = time.perf_counter()
-            try:
-                built[name].embed(texts)
-            except Exception as exc:
-                errors[name] = f"{type(exc).__name__}: {exc}"
-                log(f"[bench]     {name} failed: {errors[name]}")
-                continue
-            times[name].append(time.perf_counter() - start)
-            others[name].append(meter.others())
+        try:
+            built[name].prepare(texts)
+            built[name].embed(texts[: min(len(texts), 4)] if not workload.long else [texts[0][:2000]])
+        except Exception as exc:  # a peer that fails (or crashes its own process) is reported, not fatal
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            log(f"[bench]     {name} failed: {errors[name]}")
+    most = rounds + (rounds + 1) // 2 if quiet_wait > 0 else rounds  # extra rounds replace disturbed ones
+
+    def call(name: str) -> None:
+        if name in errors:
+            return
+        meter = CpuMeter(helpers)
+        try:
+            built[name].embed(texts)
+        except Exception as exc:
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            log(f"[bench]     {name} failed: {errors[name]}")
+            return
+        others[name].append(meter.others())
+
+    def until(r: int, seconds: dict) -> bool:
         busy = max((others[n][-1] for n in names if n not in errors and others[n]), default=0.0)
         if busy <= DIRTY:
             clean_rounds.append(r)
-        done = ", ".join(f"{n} {sum(lengths) / times[n][-1]:.0f}" for n in names if n not in errors)
+        done = ", ".join(f"{n} {sum(lengths) / seconds[n]:.0f}" for n in names if n not in errors)
         log(f"[bench]     round {r + 1}: tok/s {done}"
             + (f" (DISCOUNTED: other processes took up to {100 * busy:.0f}% CPU)" if busy > DIRTY else ""))
-        r += 1
+        if len(clean_rounds) >= rounds or r + 1 >= most:
+            return True
+        if quiet_wait > 0 and wait_quiet(quiet_wait, log=log) > DIRTY / 2 and r + 1 >= rounds:
+            log("[bench]     still busy: no more extra rounds")
+            return True
+        return False
+
+    if quiet_wait > 0:
+        wait_quiet(quiet_wait, log=log)
+    times = measure.alternating_rounds({n: partial(call, n) for n in names}, most, SETTLE_S, until)
+    r = len(times[names[0]])
     use = clean_rounds if len(clean_rounds) >= (rounds + 1) // 2 else list(range(r))
     tokens = int(sum(lengths))
     out = {"texts": len(texts), "tokens": tokens, "mean_tokens": tokens / len(texts),
@@ -240,7 +234,21 @@ def apply_roofline(model: dict, rates: dict) -> None:
             entry["bound_fraction_best"] = bound / entry["best_s"] if "best_s" in entry else None
 
 
-def run_model(spec, args, llama_ok) -> dict:
+def cold_start(spec: dict, first_text: str, long_text: str | None = None) -> dict:
+    """One fresh process (edge_embed.measure.cold_start): edge-embed as a user's program loads it, a
+    peer through systems.build, in its own venv's Python where it has one; {"error"} if it fails."""
+    factory, kwargs = "systems:build", {"spec": {k: v for k, v in spec.items() if k != "python"}}
+    if spec["system"].startswith("edge-"):
+        factory, kwargs = "edge_embed:Embedder", {"bundle": spec["bundle"], "precision": spec["system"][5:],
+                                                  "providers": "cpu", "threads": spec["threads"]}
+    try:
+        return measure.cold_start(factory, kwargs, first_text, long_text, spec.get("python") or sys.executable,
+                                  (str(BENCH),), timeout=900)
+    except measure.ColdStartError as exc:
+        return {"error": str(exc)}
+
+
+def run_model(spec, args, llama) -> dict:
     from tokenizers import Tokenizer
 
     from edge_embed.manifest import read_manifest
@@ -259,7 +267,7 @@ def run_model(spec, args, llama_ok) -> dict:
 
     wanted = [s for s in args.systems.split(",") if s]
     ggufs = {}
-    if llama_ok:
+    if llama["available"]:
         import gguf_convert
 
         (work / "gguf").mkdir(parents=True, exist_ok=True)
@@ -281,12 +289,8 @@ def run_model(spec, args, llama_ok) -> dict:
     for name in wanted:
         specs[name] = {**common, "system": name}
         if name.startswith("llama-"):
-            specs[name]["gguf"] = str(ggufs[name.split("-", 1)[1]])
-    built, failed = {}, {}
-    for name in wanted:
-        b, f = build_systems([name], specs[name])
-        built.update(b)
-        failed.update(f)
+            specs[name].update(gguf=str(ggufs[name.split("-", 1)[1]]), python=llama["python"])
+    built, failed = build_systems(specs)
     model["load_failures"] = failed
 
     tokenizer = Tokenizer.from_file(str(bundle / "tokenizer.json"))
@@ -311,13 +315,9 @@ def run_model(spec, args, llama_ok) -> dict:
         lengths = count(texts)
         rounds = args.rounds or workload.n_rounds(quick)
         rounds_used.append(rounds)
-        here = dict(built)
-        skipped = {}
-        for name in list(here):
-            if name.startswith("llama-") and max(lengths) > 2048 + 64:
-                skipped[name] = ("beyond the 2048-token context llama.cpp's converter gives v1.5 "
-                                 "(n_positions 8192 -> 2048)")
-                del here[name]
+        skipped = {name: "beyond the 2048-token context llama.cpp's converter gives v1.5 (n_positions 8192 -> 2048)"
+                   for name in built if name.startswith("llama-") and max(lengths) > 2048 + 64}
+        here = {name: system for name, system in built.items() if name not in skipped}
         log(f"[bench] {spec.key} {workload.name}: {len(texts)} texts, {sum(lengths)} tokens "
             f"({min(lengths)}-{max(lengths)} per text), {rounds} rounds, systems {', '.join(here)}")
         result = measure_workload(here, workload, texts, lengths, rounds, args.quiet_wait)
@@ -331,19 +331,17 @@ def run_model(spec, args, llama_ok) -> dict:
 
     # fresh processes: load time to first embedding, RSS after load
     repeats = args.load_repeats or (1 if quick else 3)
-    short_file = work / f"probe-{spec.key}-short.txt"
     short_wl = next(w for w in WORKLOADS if w.name == "short-32")
-    short_file.write_text(seeded_texts(spec, tokenizer, short_wl, 1, manifest.max_length)[0], encoding="utf-8")
+    short_text = seeded_texts(spec, tokenizer, short_wl, 1, manifest.max_length)[0]
     load_runs = {name: [] for name in wanted if name not in failed}
     for r in range(repeats):
         for name in load_runs:
-            got = probes.probe(specs[name], short_file)
+            got = cold_start(specs[name], short_text)
             log(f"[bench] {spec.key} load {name} #{r + 1}: "
                 + (got["error"] if "error" in got else
                    f"{got['load_to_first_embedding_s']:.2f} s, RSS {got['rss_after_load_mb']:.0f} MB"))
             load_runs[name].append(got)
-    model["load"] = {}
-    model["load_repeats"] = repeats
+    model["load"], model["load_repeats"] = {}, repeats
     for name, runs in load_runs.items():
         good = [g for g in runs if "error" not in g]
         if not good:
@@ -352,12 +350,10 @@ def run_model(spec, args, llama_ok) -> dict:
         model["load"][name] = {key: statistics.median(g[key] for g in good) for key in good[0]}
         model["load"][name]["runs"] = good
 
-    # one long text, fresh process per system: peak RSS and the time to embed it
+    # one long text, fresh process per system (after a short first one): peak RSS and its time
     long_wl = next(w for w in WORKLOADS if w.fresh_process)
     if spec.long_context and not args.no_long_rss and long_wl.target <= manifest.max_length:
         text = seeded_texts(spec, tokenizer, long_wl, 1, manifest.max_length)[0]
-        long_file = work / f"probe-{spec.key}-long.txt"
-        long_file.write_text(text, encoding="utf-8")
         tokens = count([text])[0]
         names = ["edge-int8"] if quick else ["edge-int8", "edge-fp32", "torch-fp32"]
         long = {"tokens": tokens, "systems": {}, "skipped": {}}
@@ -370,27 +366,24 @@ def run_model(spec, args, llama_ok) -> dict:
             if args.quiet_wait > 0:
                 wait_quiet(args.quiet_wait, log=log)
             meter = CpuMeter()
-            got = probes.probe(specs[name], long_file)
+            got = cold_start(specs[name], short_text, text)
             share = meter.others()
             log(f"[bench] {spec.key} one {tokens}-token text, {name}: "
                 + (got["error"] if "error" in got else
-                   f"peak RSS {got['peak_rss_mb']:.0f} MB, {got['first_embedding_s']:.1f} s")
+                   f"peak RSS {got['peak_rss_mb']:.0f} MB, {got['long_text_s']:.1f} s")
                 + (f" (other processes took {100 * share:.0f}% CPU)" if share > DIRTY else ""))
             long["systems"][name] = got
             if "error" in got:
                 entry["systems"][name] = {"error": got["error"]}
             else:
-                seconds = got["first_embedding_s"]
+                seconds = got["long_text_s"]
                 entry["systems"][name] = {"times_s": [seconds], "median_s": seconds, "tok_s": tokens / seconds,
                                           "texts_s": 1 / seconds, "others_cpu": [share], "others_cpu_max": share}
         for name in wanted:
-            if name.startswith("llama-"):
-                why = "beyond the 2048-token context llama.cpp's converter gives v1.5"
+            why = ("beyond the 2048-token context llama.cpp's converter gives v1.5" if name.startswith("llama-")
+                   else None if name in names else "quick mode")
+            if why:
                 long["skipped"][name] = entry["skipped"][name] = why
-        if quick:
-            for name in ("edge-fp32", "torch-fp32"):
-                if name in wanted:
-                    long["skipped"][name] = entry["skipped"][name] = "quick mode"
         model["long_rss"] = long
         model["workloads"][long_wl.name] = entry
     return model
@@ -416,14 +409,14 @@ def main(argv=None) -> int:
         llama = {"available": False, "version": None,
                  "message": "llama.cpp SKIPPED: the gguf package (needed to write GGUF files) is not installable"}
     else:
-        llama = deps.ensure_llama(args.llama_timeout, log=log)
+        llama = deps.ensure_llama(work / "venvs" / "llama", args.llama_timeout, log=log)
     if not llama["available"]:
         log(f"[bench] {llama['message']}")
 
     keys = ["v15", "v2moe"] if args.model == "all" else [args.model]
     results = {
         "command": "python bench/run.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-        "quick": args.quick, "threads": args.threads, "machine": machine_info(),
+        "quick": args.quick, "threads": args.threads, "machine": machine_info(llama["version"]),
         "peers": {"llama.cpp": {**llama, "flash_attn": args.llama_flash_attn}},
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "models": {},
         "loadavg_start": os.getloadavg(),
@@ -450,7 +443,7 @@ def main(argv=None) -> int:
     runs = [gemm("start")]
     results["roofline"] = {"gemm": runs[0], "runs": runs}
     for key in keys:
-        results["models"][key] = run_model(checkpoints.MODELS[key], args, llama["available"])
+        results["models"][key] = run_model(checkpoints.MODELS[key], args, llama)
         apply_roofline(results["models"][key], runs[0])
         results["duration_s"] = time.time() - started
         (work / f"results{suffix}.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

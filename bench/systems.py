@@ -7,10 +7,18 @@ inside the constructors so that a child process pays only for the system it buil
     edge-int8, edge-fp32   edge_embed.Embedder on the exported bundle (the public API)
     torch-fp32             export/nomic_bert.py's NomicBertModel, run with the runtime's own
                            tokenizer, length-sorted batching (same BatchLimits) and mean pooling
-    llama-F16, llama-Q8_0  llama.cpp through llama-cpp-python on a GGUF of the same checkpoint
+    llama-F16, llama-Q8_0  llama.cpp through llama-cpp-python on a GGUF of the same checkpoint, in
+                           its own venv (bench/deps.py): a RemoteSystem drives it there over a pipe
+
+Run as a script (`PYTHON bench/systems.py SPEC_JSON`), this file is the far end of a RemoteSystem.
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from functools import partialmethod
 from pathlib import Path
 
 import numpy as np
@@ -145,8 +153,77 @@ class LlamaSystem(System):
         self.vocab.close()
 
 
+class RemoteSystem(System):
+    """A system built by another Python (a peer's own venv) in a child process, called over a pipe
+    (embeddings come back as raw float32 bytes)."""
+
+    def __init__(self, python: str, spec: dict):
+        self.name = spec["system"]
+        self.proc = subprocess.Popen([python, __file__, json.dumps(spec)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE)
+        self._reply()  # built, or the child's error (and its exit)
+
+    def _reply(self):
+        head = self.proc.stdout.readline()
+        head = json.loads(head) if head else {"error": f"exit {self.proc.wait()} (see stderr)"}
+        if "error" in head:
+            raise RuntimeError(f"{self.name}: {head['error']}")
+        if "shape" not in head:
+            return head["value"]
+        size = int(np.prod(head["shape"])) * 4
+        return np.frombuffer(self.proc.stdout.read(size), dtype=np.float32).reshape(head["shape"])
+
+    def _call(self, method: str, texts: list[str]):
+        self.proc.stdin.write(json.dumps({"method": method, "texts": list(texts)}).encode() + b"\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    prepare, embed = partialmethod(_call, "prepare"), partialmethod(_call, "embed")
+    pooled, token_counts = partialmethod(_call, "pooled"), partialmethod(_call, "token_counts")
+
+    def close(self):
+        try:
+            self.proc.stdin.close()  # the child closes its system and exits
+        except BrokenPipeError:  # it had ended already
+            pass
+        self.proc.wait(timeout=60)
+
+
+def serve(spec: dict) -> None:
+    """The child of a RemoteSystem: after a first reply (built, or why not), one JSON request per line
+    in, one JSON header (+ float32 bytes) out, until stdin closes."""
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # whatever the peer prints goes to stderr, not into the replies
+
+    def reply(head: dict, data: bytes = b"") -> None:
+        out.write(json.dumps(head).encode() + b"\n" + data)
+        out.flush()
+
+    try:
+        system = build(spec)
+    except Exception as exc:  # the parent raises it
+        return reply({"error": f"{type(exc).__name__}: {exc}"})
+    reply({"value": None})
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            value = getattr(system, request["method"])(request["texts"])
+        except Exception as exc:  # reported to the parent, which records or raises it
+            reply({"error": f"{type(exc).__name__}: {exc}"})
+            continue
+        if isinstance(value, np.ndarray):
+            value = np.ascontiguousarray(value, dtype=np.float32)
+            reply({"shape": value.shape}, value.tobytes())
+        else:
+            reply({"value": value})
+    system.close()
+
+
 def build(spec: dict) -> System:
-    """spec: {"system", "bundle", "checkpoint", "gguf", "threads", "flash_attn"} (paths as str)."""
+    """spec: {"system", "bundle", "checkpoint", "gguf", "threads", "flash_attn"} (paths as str), and
+    "python" for a system built by another Python (a RemoteSystem)."""
+    if spec.get("python"):
+        return RemoteSystem(spec["python"], {k: v for k, v in spec.items() if k != "python"})
     name, threads = spec["system"], int(spec["threads"])
     if name.startswith("edge-"):
         return EdgeSystem(Path(spec["bundle"]), name.split("-", 1)[1], threads)
@@ -155,3 +232,7 @@ def build(spec: dict) -> System:
     if name.startswith("llama-"):
         return LlamaSystem(Path(spec["gguf"]), name.split("-", 1)[1], threads, bool(spec.get("flash_attn")))
     raise ValueError(f"unknown system {name!r}")
+
+
+if __name__ == "__main__":
+    serve(json.loads(sys.argv[1]))

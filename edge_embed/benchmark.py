@@ -16,19 +16,14 @@ The peers, the roofline and full-size generated checkpoints are `make bench` (be
 from __future__ import annotations
 
 import gc
-import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
+from edge_embed import measure
 from edge_embed.bench_texts import WORKLOADS, TextMaker, Workload
 from edge_embed.errors import EdgeEmbedError, InputError, is_int
-from edge_embed.measure import alternating_rounds, peak_rss_mb, rss_mb
 
 SETTLE_S = 0.2  # idle gap before each timed call, so one session's spinning threads have stopped
 COLD_REPEATS = 3  # fresh processes per precision; the median load time is reported
@@ -78,7 +73,7 @@ def throughput(models: dict, texts: list[str], tokens: int, rounds: int) -> dict
     for model in models.values():  # warm-up: a provider sets up buffers (GPUs: kernels) per new shape
         model.embed(texts)
     calls = {name: (lambda model=models[name]: model.embed(texts)) for name in names}
-    seconds = alternating_rounds(calls, rounds, settle_s=SETTLE_S)
+    seconds = measure.alternating_rounds(calls, rounds, settle_s=SETTLE_S)
     out = {}
     for name, times in seconds.items():
         median, best = statistics.median(times), min(times)
@@ -88,39 +83,13 @@ def throughput(models: dict, texts: list[str], tokens: int, rounds: int) -> dict
 
 
 def cold_start(bundle: Path, precision: str, providers: str, threads: int | None,
-               first_text: str, long_text: str | None, timeout: float = 1800) -> dict:
-    """A fresh `python -m edge_embed.benchmark` process: load, first embedding, optional long text."""
-    with tempfile.TemporaryDirectory() as tmp:
-        spec_file = Path(tmp) / "spec.json"
-        spec = {"bundle": str(bundle), "precision": precision, "providers": providers, "threads": threads,
-                "first_text": first_text, "long_text": long_text}
-        spec_file.write_text(json.dumps(spec), encoding="utf-8")
-        start = time.time()
-        proc = subprocess.run([sys.executable, "-m", "edge_embed.benchmark", str(spec_file)],
-                              capture_output=True, text=True, timeout=timeout)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("COLD_START ")]
-    if proc.returncode != 0 or not lines:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        raise EdgeEmbedError(f"the fresh process for {precision} failed (exit {proc.returncode}): {tail}")
-    got = json.loads(lines[-1][len("COLD_START "):])
-    got["load_to_first_embedding_s"] = got.pop("t_first") - start
-    return got
-
-
-def _cold_child(spec_file: str) -> None:
-    spec = json.loads(Path(spec_file).read_text(encoding="utf-8"))
-    from edge_embed import Embedder
-
-    model = Embedder(spec["bundle"], precision=spec["precision"], providers=spec["providers"],
-                     threads=spec["threads"])
-    model.embed([spec["first_text"]])
-    out = {"t_first": time.time(), "rss_after_load_mb": rss_mb()}
-    if spec["long_text"]:
-        start = time.perf_counter()
-        model.embed([spec["long_text"]])
-        out["long_text_s"] = time.perf_counter() - start
-    out["peak_rss_mb"] = peak_rss_mb()  # this process's own peak
-    print("COLD_START " + json.dumps(out), flush=True)
+               first_text: str, long_text: str | None) -> dict:
+    """A fresh process that loads the bundle as a user's program does (measure.cold_start)."""
+    kwargs = {"bundle": str(bundle), "precision": precision, "providers": providers, "threads": threads}
+    try:
+        return measure.cold_start("edge_embed:Embedder", kwargs, first_text, long_text)
+    except measure.ColdStartError as exc:
+        raise EdgeEmbedError(f"the fresh process for {precision} failed ({exc})") from None
 
 
 def file_sizes(bundle: Path, manifest) -> dict[str, int]:
@@ -223,7 +192,3 @@ def format_report(result: dict) -> str:
             line += f", peak RSS {cold['peak_rss_mb']:,.0f} MB"
         lines.append(line)
     return "\n".join(lines)
-
-
-if __name__ == "__main__":  # the fresh process of cold_start
-    _cold_child(sys.argv[1])
