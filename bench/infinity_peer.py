@@ -8,7 +8,7 @@ gives the checkpoint folder one (optimum's export + dynamic int8 quantization), 
 sitecustomize (bench/peers/ort_threads) that sets every ONNX Runtime session's intra-op threads to N
 (inter-op 1, as the runtime's) and OMP/MKL_NUM_THREADS=N for torch, which optimum imports.
 
-Two version quirks of the pinned set, both worked around here and recorded in the result:
+Two version quirks of the pinned set, both worked around here (SETUP, recorded in the result):
 - infinity 0.0.78 passes optimum 2.x the ONNX file's path as found under the model folder, and
   optimum matches it against bare file names: an absolute folder fails with FileNotFoundError. So the
   server runs from inside the folder (`--model-id .`), with the ONNX files at its top.
@@ -37,6 +37,18 @@ HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "peers" / "infinity.txt"
 TORCH = "torch==2.13.0"  # the CPU build, installed first as the Makefile does
 VERSION = "0.0.78"
+SETUP = ["optimum engine, int8 ONNX (optimum dynamic quantization, per-tensor) unless --peer-onnx fp32",
+         "--pooling-method mean: its default (auto) is CLS pooling with the optimum engine",
+         "run from inside the model folder with --model-id . (infinity 0.0.78 + optimum 2.x reject an absolute one)",
+         "its ORTOptimizer step fails with optimum 2.x: it serves the unoptimized ONNX file, as for a user",
+         "threads: ONNX Runtime intra-op N / inter-op 1 through bench/peers/ort_threads, OMP/MKL_NUM_THREADS=N"]
+
+
+def pinned() -> dict[str, str]:
+    """The versions that matter to the result, from the pins."""
+    pins = dict(line.split("==") for line in REQUIREMENTS.read_text().splitlines() if "==" in line)
+    return {"infinity-emb": VERSION, "torch": TORCH.split("==")[1],
+            **{name: pins[name] for name in ("onnxruntime", "optimum", "transformers", "numpy")}}
 
 
 def _pip(python: Path, args: list[str], timeout: float) -> tuple[bool, str]:
@@ -60,7 +72,7 @@ def ensure_venv(work: Path, timeout: float = 1200, log=print) -> dict:
     stamp = venv / ".pins-installed"
     pins = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
     if python.exists() and stamp.exists() and stamp.read_text() == pins:
-        return {"available": True, "python": str(python), "version": VERSION, "message": "already installed"}
+        return {"available": True, "python": str(python), "versions": pinned(), "message": "already installed"}
     log(f"[serve-bench] building infinity-emb's venv at {venv} (limit {timeout:.0f} s) ...")
     start = time.perf_counter()
     if not python.exists():
@@ -74,7 +86,7 @@ def ensure_venv(work: Path, timeout: float = 1200, log=print) -> dict:
             log(f"[serve-bench] {reason}")
             return {"available": False, "message": reason}
     stamp.write_text(pins)
-    return {"available": True, "python": str(python), "version": VERSION,
+    return {"available": True, "python": str(python), "versions": pinned(),
             "message": f"installed in {time.perf_counter() - start:.0f} s"}
 
 
@@ -96,7 +108,8 @@ def prepare_model(python: str, checkpoint: Path, out: Path, log=print) -> dict:
 class InfinityServer:
     """`infinity_emb v2` on 127.0.0.1 with the optimum engine, OpenAI routes under /v1."""
 
-    def __init__(self, python: str, model_dir: Path, port: int, threads: int, log_dir: Path, onnx: str = "int8"):
+    def __init__(self, python: str, model_dir: Path, port: int, threads: int, log_dir: Path, onnx: str = "int8",
+                 warmup: bool = True):
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_dir / f"infinity-{port}.log"
         self._log = open(self.log_path, "wb")
@@ -108,6 +121,8 @@ class InfinityServer:
                 "--served-model-name", model_dir.name, "--engine", "optimum", "--device", "cpu",
                 "--pooling-method", "mean",
                 "--host", "127.0.0.1", "--port", str(port), "--url-prefix", "/v1", "--log-level", "warning"]
+        if not warmup:  # its warm-up (batches of 32 at the longest length) leaves ONNX Runtime's arena large
+            argv.append("--no-model-warmup")
         if onnx == "fp32":  # model.onnx rather than the int8 file infinity prefers on a CPU
             argv.append("--onnx-do-not-prefer-quantized")
         self.process = subprocess.Popen(argv, cwd=model_dir, stdout=self._log, stderr=subprocess.STDOUT, env=env)

@@ -154,6 +154,7 @@ def main(argv=None) -> int:
                    help="instead: that server against edge-embed serve, both on MiniLM (bench/serve_peer.py)")
     p.add_argument("--peer-onnx", choices=["int8", "fp32"], default="int8",
                    help="the ONNX file infinity serves (int8: its fastest CPU engine, what it picks on a CPU)")
+    p.add_argument("--peer-no-warmup", action="store_true", help="start infinity with --no-model-warmup")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     if args.peer:

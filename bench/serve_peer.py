@@ -22,10 +22,12 @@ from pathlib import Path
 import httpx
 import infinity_peer
 import numpy as np
+import onnxruntime
 from serve import CLIENTS, LENGTHS, TEXTS_PER_REQUEST, load, log, memory_mb
 from tokenizers import Tokenizer
 
 from edge_embed import Embedder
+from edge_embed import __version__ as edge_embed_version
 from edge_embed.bench_texts import TextMaker, Workload
 
 
@@ -118,11 +120,13 @@ def run(args) -> int:
     work = Path(args.work).resolve()  # absolute: infinity runs from inside its model folder
     work.mkdir(parents=True, exist_ok=True)
     venv = infinity_peer.ensure_venv(work, log=log)
-    result = {"peer": "infinity", "peer_onnx": args.peer_onnx, "threads": args.threads, "quick": args.quick,
-              "venv": venv}
+    result = {"peer": "infinity", "peer_onnx": args.peer_onnx,
+              "peer_warmup": not args.peer_no_warmup, "threads": args.threads, "quick": args.quick,
+              "venv": venv, "infinity_setup": infinity_peer.SETUP}
     if not venv["available"]:
         return finish(args, result)
     bundle = minilm_bundle(work)
+    result["edge_embed_versions"] = {"edge-embed": edge_embed_version, "onnxruntime": onnxruntime.__version__}
     result["infinity_model"] = infinity_peer.prepare_model(venv["python"], minilm_checkpoint(),
                                                            work / "infinity-minilm", log=log)
     rounds, budget, queries = (1, 3000, 30) if args.quick else (3, 16000, 300)
@@ -134,7 +138,8 @@ def run(args) -> int:
                                        "--providers", "cpu", "--max-queue-tokens", "10000000",
                                        "--max-request-tokens", "1000000", log_dir=work)
         servers["infinity"] = infinity_peer.InfinityServer(venv["python"], work / "infinity-minilm", free_port(),
-                                                           args.threads, log_dir=work, onnx=args.peer_onnx)
+                                                           args.threads, log_dir=work, onnx=args.peer_onnx,
+                                                           warmup=not args.peer_no_warmup)
         result["memory_mb_idle"] = {name: memory_mb(s.process.pid) for name, s in servers.items()}
         log(f"[serve-bench] both up; RSS idle: {result['memory_mb_idle']}")
         result["rounds"] = rounds
