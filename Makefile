@@ -43,6 +43,9 @@ bench: $(BENCH_STAMP)
 	$(PY) bench/soak.py --work $(WORK)/bench --out $(WORK)/bench/soak.json
 	$(PY) bench/load_memory.py --work $(WORK)/bench --out $(WORK)/bench/load_memory.json
 	$(PY) bench/serve.py --work $(WORK)/bench --out $(WORK)/bench/serve.json
+	# infinity-emb (its own pinned venv under $(WORK)/bench/venvs, built on first use) against edge-embed serve on MiniLM
+	$(PY) bench/serve.py --work $(WORK)/bench --peer infinity --out $(WORK)/bench/serve_infinity.json
+	$(PY) bench/serve.py --work $(WORK)/bench --peer infinity --peer-onnx fp32 --out $(WORK)/bench/serve_infinity_fp32.json
 	$(PY) bench/openvino_paths.py --work $(WORK)/bench --out $(WORK)/bench/openvino_paths.json
 	$(PY) bench/local_docs.py --bundle $(WORK)/bench/bundles/v15 --out $(WORK)/bench/local_docs.json
 

@@ -77,7 +77,7 @@ def child_tokenize(bundle: str, kind: str, texts_file: str) -> dict:
     start, cpu = time.perf_counter(), time.process_time()
     encoded = tokenizer.encode(texts)
     return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu, "texts": len(texts),
-            "tokens": int(sum(len(s) for s in encoded.sequences)), "peak_rss_mb": _mb("VmHWM:")}
+            "tokens": int(sum(len(s) for s in encoded.sequences)), "peak_rss_mb": peak_rss_mb()}
 
 
 def corpus_texts(folder: Path | None, n: int, seed: int = 0) -> list[str]:

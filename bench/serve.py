@@ -1,6 +1,8 @@
 """`edge-embed serve` against the bare Embedder in the same run, on the full-size v1.5 int8 bundle.
 
     python bench/serve.py [--work build/bench] [--threads 2] [--quick] [--out FILE.json]
+    python bench/serve.py --peer infinity [...]   (infinity-emb against edge-embed serve on MiniLM:
+                                                   bench/serve_peer.py)
 
 - tokens/s with 1, 8 and 32 concurrent clients sending 1-text and 16-text requests of about 24 and 128
   tokens (the openai client's default base64 answers), each as a ratio to the bare Embedder embedding
@@ -24,7 +26,7 @@ from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-for path in (REPO, REPO / "bench", REPO / "tests"):
+for path in (REPO, REPO / "bench", REPO / "tests", REPO / "scripts"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
@@ -158,8 +160,17 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="one round, fewer tokens: a rough figure in minutes")
     p.add_argument("--batch-tokens", type=int, help="the server's --batch-tokens (default: the runtime's)")
+    p.add_argument("--peer", choices=["infinity"],
+                   help="instead: that server against edge-embed serve, both on MiniLM (bench/serve_peer.py)")
+    p.add_argument("--peer-onnx", choices=["int8", "fp32"], default="int8",
+                   help="the ONNX file infinity serves (int8: its fastest CPU engine, what it picks on a CPU)")
+    p.add_argument("--peer-no-warmup", action="store_true", help="start infinity with --no-model-warmup")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
+    if args.peer:
+        import serve_peer
+
+        return serve_peer.run(args)
 
     from serving import Server  # the tests' helper: `edge-embed serve` as a user starts it
 

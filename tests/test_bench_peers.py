@@ -1,0 +1,53 @@
+"""The infinity peer of bench/serve.py (its run is a benchmark, in `make bench`): its pins and the
+sitecustomize that gives its ONNX Runtime sessions the same threads as `edge-embed serve --threads N`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PEERS = REPO / "bench" / "peers"
+
+
+def test_infinity_pins_are_exact_and_keep_numpy_below_2():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import infinity_peer
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    lines = [ln for ln in (PEERS / "infinity.txt").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    assert lines and all("==" in ln for ln in lines), [ln for ln in lines if "==" not in ln]
+    pins = dict(ln.split("==") for ln in lines)
+    assert pins["infinity-emb[server,optimum]"] == infinity_peer.VERSION
+    assert int(pins["numpy"].split(".")[0]) < 2  # what infinity-emb requires, hence its own venv
+    assert not any(name.startswith("torch") for name in pins)  # installed first, the CPU build
+    assert infinity_peer.pinned()["onnxruntime"] == pins["onnxruntime"]
+
+
+def session_threads(onnx_file: Path, env: dict, code: str = "None") -> list[int]:
+    script = ("import onnxruntime as ort, sys\n"
+              f"s = ort.InferenceSession(sys.argv[1], {code}, providers=['CPUExecutionProvider'])\n"
+              "o = s.get_session_options()\n"
+              "print(o.intra_op_num_threads, o.inter_op_num_threads, o.log_severity_level)\n")
+    out = subprocess.run([sys.executable, "-c", script, str(onnx_file)], capture_output=True, text=True,
+                         env={**os.environ, **env}, timeout=120, check=True)
+    return [int(x) for x in out.stdout.split()]
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_ort_threads_shim_sets_every_sessions_threads(bundle, threads):
+    b = bundle("nomic-v15-tiny")
+    onnx_file = next(b / f for f in json.loads((b / "edge_embed.json").read_text())["models"]["fp32"]
+                     if f.endswith(".onnx"))
+    shim = {"PYTHONPATH": str(PEERS / "ort_threads"), "EDGE_BENCH_ORT_THREADS": str(threads)}
+    assert session_threads(onnx_file, shim)[:2] == [threads, 1]
+    # options the caller passes (as optimum does) are kept, only the thread counts are set
+    options = "(lambda o: (setattr(o, 'log_severity_level', 3), o)[1])(ort.SessionOptions())"
+    assert session_threads(onnx_file, shim, options) == [threads, 1, 3]
+    # without the variable the shim leaves ONNX Runtime's default (0: one per physical core)
+    assert session_threads(onnx_file, {"PYTHONPATH": str(PEERS / "ort_threads")})[:2] == [0, 0]
