@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+import deps
 import httpx
 
 HERE = Path(__file__).resolve().parent
@@ -52,16 +53,7 @@ def pinned() -> dict[str, str]:
 
 
 def _pip(python: Path, args: list[str], timeout: float) -> tuple[bool, str]:
-    proc = subprocess.Popen([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return False, f"timed out after {timeout:.0f} s"
-    lines = [ln for ln in out.splitlines() if ln.strip() and not ln.startswith("WARNING: Location")]
-    return proc.returncode == 0, " | ".join(lines[-3:])
+    return deps._run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args], timeout)
 
 
 def ensure_venv(work: Path, timeout: float = 1200, log=print) -> dict:
