@@ -25,14 +25,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import deps
-import httpx
+from serving import ServerProcess  # tests/serving.py: the same lifecycle as the edge-embed server
 
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "peers" / "infinity.txt"
@@ -97,14 +96,12 @@ def prepare_model(python: str, checkpoint: Path, out: Path, log=print) -> dict:
     return info
 
 
-class InfinityServer:
+class InfinityServer(ServerProcess):
     """`infinity_emb v2` on 127.0.0.1 with the optimum engine, OpenAI routes under /v1."""
 
     def __init__(self, python: str, model_dir: Path, port: int, threads: int, log_dir: Path, onnx: str = "int8",
                  warmup: bool = True):
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_dir / f"infinity-{port}.log"
-        self._log = open(self.log_path, "wb")
+        super().__init__("infinity", port, log_dir)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(model_dir.parent / "infinity-hf"),
                "DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0",
                "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
@@ -117,34 +114,4 @@ class InfinityServer:
             argv.append("--no-model-warmup")
         if onnx == "fp32":  # model.onnx rather than the int8 file infinity prefers on a CPU
             argv.append("--onnx-do-not-prefer-quantized")
-        self.process = subprocess.Popen(argv, cwd=model_dir, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self._wait_healthy(timeout=300)
-
-    def _wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"infinity exited ({self.process.returncode}): {self.log()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"infinity did not answer /health in {timeout} s: {self.log()}")
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
+        self.start(argv, env, timeout=300, cwd=model_dir)

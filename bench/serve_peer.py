@@ -13,6 +13,7 @@ same vectors (cosine between them, and each against the fp32 bundle embedded in-
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import statistics
 import sys
@@ -23,12 +24,13 @@ import httpx
 import infinity_peer
 import numpy as np
 import onnxruntime
-from serve import CLIENTS, LENGTHS, TEXTS_PER_REQUEST, load, log, memory_mb
+from serve import CLIENTS, LENGTHS, TEXTS_PER_REQUEST, log, memory_mb, send_all
 from tokenizers import Tokenizer
 
 from edge_embed import Embedder
 from edge_embed import __version__ as edge_embed_version
 from edge_embed.bench_texts import TextMaker, Workload
+from edge_embed.measure import alternating_rounds
 
 
 def texts_for(bundle: Path, target: int, n: int) -> list[str]:
@@ -87,29 +89,39 @@ def latency(servers: dict, queries: list[str], n: int) -> dict:
 
 
 def throughput(servers: dict, tokenizer, texts: dict, rounds: int, budget: int) -> list[dict]:
+    """The two servers alternate within each round (edge_embed.measure), each through its own connection
+    pool on one event loop, as serve.py drives the server against the bare call."""
     rows = []
-    for length in LENGTHS:
-        for per_request in TEXTS_PER_REQUEST:
-            for clients in CLIENTS:
-                per_client = max(1, round(budget / (clients * per_request * length)))
-                n = clients * per_request * per_client
-                batch = [texts[length][i % len(texts[length])] for i in range(n)]
-                tokens = sum(len(s) for s in tokenizer.encode(batch).sequences)
-                requests = [batch[i:i + per_request] for i in range(0, n, per_request)]
-                rates = {name: [] for name in servers}
-                for r in range(rounds):
-                    for name in (list(servers) if r % 2 == 0 else list(reversed(servers))):
-                        rates[name].append(tokens / asyncio.run(load(servers[name].url, requests, clients)))
-                ratios = [e / i for e, i in zip(rates["edge-embed"], rates["infinity"])]
-                row = {"tokens_per_text": length, "texts_per_request": per_request, "clients": clients,
-                       "requests": len(requests), "tokens": tokens,
-                       "edge_tokens_s": statistics.median(rates["edge-embed"]),
-                       "infinity_tokens_s": statistics.median(rates["infinity"]),
-                       "ratio": statistics.median(ratios), "ratios": ratios}
-                log(f"[serve-bench] ~{length} tokens, {per_request} text(s)/request, {clients} clients: "
-                    f"edge-embed {row['edge_tokens_s']:.0f} tokens/s, infinity {row['infinity_tokens_s']:.0f}, "
-                    f"ratio {row['ratio']:.2f}")
-                rows.append(row)
+    loop = asyncio.new_event_loop()
+    limits = httpx.Limits(max_connections=max(CLIENTS), max_keepalive_connections=max(CLIENTS))
+    clients_of = {name: httpx.AsyncClient(base_url=server.url, limits=limits, timeout=600)
+                  for name, server in servers.items()}
+    try:
+        for length, per_request, clients in itertools.product(LENGTHS, TEXTS_PER_REQUEST, CLIENTS):
+            per_client = max(1, round(budget / (clients * per_request * length)))
+            n = clients * per_request * per_client
+            batch = [texts[length][i % len(texts[length])] for i in range(n)]
+            tokens = sum(len(s) for s in tokenizer.encode(batch).sequences)
+            requests = [batch[i:i + per_request] for i in range(0, n, per_request)]
+            seconds = alternating_rounds({
+                name: lambda h=http, r=requests, c=clients: loop.run_until_complete(send_all(h, r, c))
+                for name, http in clients_of.items()
+            }, rounds)
+            rates = {name: [tokens / s for s in seconds[name]] for name in servers}
+            ratios = [e / i for e, i in zip(rates["edge-embed"], rates["infinity"])]
+            row = {"tokens_per_text": length, "texts_per_request": per_request, "clients": clients,
+                   "requests": len(requests), "tokens": tokens,
+                   "edge_tokens_s": statistics.median(rates["edge-embed"]),
+                   "infinity_tokens_s": statistics.median(rates["infinity"]),
+                   "ratio": statistics.median(ratios), "ratios": ratios}
+            log(f"[serve-bench] ~{length} tokens, {per_request} text(s)/request, {clients} clients: "
+                f"edge-embed {row['edge_tokens_s']:.0f} tokens/s, infinity {row['infinity_tokens_s']:.0f}, "
+                f"ratio {row['ratio']:.2f}")
+            rows.append(row)
+    finally:
+        for http in clients_of.values():
+            loop.run_until_complete(http.aclose())
+        loop.close()
     return rows
 
 

@@ -42,29 +42,22 @@ def sample(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-class Server:
-    """`edge-embed serve ARGS --port P` as a user starts it; waits until /health answers 200."""
+class ServerProcess:
+    """A server process on 127.0.0.1 whose output goes to LOG_DIR/NAME-PORT.log: started, waited for until
+    /health answers 200, stopped with a signal (killed if it does not exit in time)."""
 
-    def __init__(self, *args: str, log_dir: Path, api_key: str | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.api_key = api_key
-        self.log_path = log_dir / f"serve-{self.port}.log"
-        command = Path(sys.executable).with_name("edge-embed")
-        argv = [str(command)] if command.exists() else [sys.executable, "-m", "edge_embed.cli"]
-        argv += ["serve", *args, "--port", str(self.port), "--log-level", "warning"]
-        if api_key:
-            argv += ["--api-key", api_key]
+    def __init__(self, name: str, port: int, log_dir: Path):
+        self.name, self.port = name, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_dir / f"{name}-{port}.log"
+
+    def start(self, argv: list[str], env: dict[str, str], timeout: float, cwd: Path | None = None) -> None:
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "EDGE_EMBED_API_KEY": ""})
-        self._wait_healthy(timeout=120)
-
-    def _wait_healthy(self, timeout: float) -> None:
+        self.process = subprocess.Popen(argv, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited ({self.process.returncode}): {self.log()}")
+                raise RuntimeError(f"{self.name} exited ({self.process.returncode}): {self.log()}")
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     return
@@ -72,21 +65,7 @@ class Server:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"the server did not answer /health in {timeout} s: {self.log()}")
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-
-    def post(self, path: str, body, **kwargs) -> httpx.Response:
-        return httpx.post(self.url + path, json=body, headers=self.headers, timeout=120, **kwargs)
-
-    def metric(self, name: str, **labels: str) -> float:
-        """A sample's value from /metrics (0 when absent)."""
-        return sample(self.scrape(), name, **labels)
-
-    def scrape(self) -> str:
-        return httpx.get(self.url + "/metrics", headers=self.headers, timeout=30).text
+        raise RuntimeError(f"{self.name} did not answer /health in {timeout} s: {self.log()}")
 
     def rss_mb(self) -> float:
         return rss_mb("VmRSS", self.process.pid)
@@ -107,8 +86,36 @@ class Server:
         self._log.close()
         return self.process.returncode
 
-    def __enter__(self) -> Server:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class Server(ServerProcess):
+    """`edge-embed serve ARGS --port P` as a user starts it; waits until /health answers 200."""
+
+    def __init__(self, *args: str, log_dir: Path, api_key: str | None = None):
+        super().__init__("serve", free_port(), log_dir)
+        self.api_key = api_key
+        command = Path(sys.executable).with_name("edge-embed")
+        argv = [str(command)] if command.exists() else [sys.executable, "-m", "edge_embed.cli"]
+        argv += ["serve", *args, "--port", str(self.port), "--log-level", "warning"]
+        if api_key:
+            argv += ["--api-key", api_key]
+        self.start(argv, env={**os.environ, "EDGE_EMBED_API_KEY": ""}, timeout=120)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def post(self, path: str, body, **kwargs) -> httpx.Response:
+        return httpx.post(self.url + path, json=body, headers=self.headers, timeout=120, **kwargs)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample's value from /metrics (0 when absent)."""
+        return sample(self.scrape(), name, **labels)
+
+    def scrape(self) -> str:
+        return httpx.get(self.url + "/metrics", headers=self.headers, timeout=30).text
