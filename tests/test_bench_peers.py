@@ -51,3 +51,13 @@ def test_ort_threads_shim_sets_every_sessions_threads(bundle, threads):
     assert session_threads(onnx_file, shim, options) == [threads, 1, 3]
     # without the variable the shim leaves ONNX Runtime's default (0: one per physical core)
     assert session_threads(onnx_file, {"PYTHONPATH": str(PEERS / "ort_threads")})[:2] == [0, 0]
+
+
+def test_every_bench_module_imports():
+    # a module of bench/ that no longer matches its neighbours (a name it imports was renamed) fails
+    # here, not hours into `make bench`
+    names = sorted(p.stem for p in (REPO / "bench").glob("*.py"))
+    code = "import importlib, sys\n" f"sys.path[:0] = {[str(REPO / 'bench'), str(REPO / 'tests'), str(REPO)]!r}\n" \
+           f"for name in {names!r}: importlib.import_module(name)\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
