@@ -30,6 +30,7 @@ for path in (REPO, REPO / "bench", REPO / "tests", REPO / "scripts"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+import aiohttp  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
@@ -68,16 +69,25 @@ def make_texts(bundle: Path, target: int, n: int) -> list[str]:
     return maker.texts(Workload(f"serve-{target}", target, n, n, 1, 1), n, 8192)
 
 
-async def send_all(http: httpx.AsyncClient, requests: list[list[str]], clients: int) -> None:
+async def open_client(url: str) -> aiohttp.ClientSession:
+    """The load generator's connection pool. aiohttp, not httpx: the clients run on the server's 2 cores,
+    and httpx's pure-Python HTTP costs them ~1.1 ms of CPU per request against aiohttp's ~0.23 ms
+    (BENCHMARKS.md, Serve), which the server's figure would otherwise pay."""
+    return aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(limit=max(CLIENTS)),
+                                 timeout=aiohttp.ClientTimeout(total=600))
+
+
+async def send_all(http: aiohttp.ClientSession, requests: list[list[str]], clients: int) -> None:
     """Send `requests` from `clients` concurrent clients."""
     queue = list(reversed(requests))
 
     async def client() -> None:
         while queue:
             texts = queue.pop()
-            answer = await http.post("/v1/embeddings", json={"input": texts, "encoding_format": "base64"})
-            if answer.status_code != 200:
-                raise RuntimeError(f"the server answered {answer.status_code}: {answer.text[:300]}")
+            async with http.post("/v1/embeddings", json={"input": texts, "encoding_format": "base64"}) as answer:
+                body = await answer.read()
+                if answer.status != 200:
+                    raise RuntimeError(f"the server answered {answer.status}: {body[:300]!r}")
 
     await asyncio.gather(*(client() for _ in range(clients)))
 
@@ -87,8 +97,7 @@ def throughput(server, model: Embedder, texts: dict[int, list[str]], rounds: int
     one connection pool serve every round, so a round times the requests, not the client's set-up."""
     rows = []
     loop = asyncio.new_event_loop()
-    limits = httpx.Limits(max_connections=max(CLIENTS), max_keepalive_connections=max(CLIENTS))
-    http = httpx.AsyncClient(base_url=server.url, limits=limits, timeout=600)
+    http = loop.run_until_complete(open_client(server.url))
     try:
         for length, per_request, clients in itertools.product(LENGTHS, TEXTS_PER_REQUEST, CLIENTS):
             per_client = max(1, round(budget / (clients * per_request * length)))
@@ -112,7 +121,7 @@ def throughput(server, model: Embedder, texts: dict[int, list[str]], rounds: int
                 f"ratio {row['ratio']:.2f}")
             rows.append(row)
     finally:
-        loop.run_until_complete(http.aclose())
+        loop.run_until_complete(http.close())
         loop.close()
     return rows
 

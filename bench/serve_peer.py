@@ -24,7 +24,7 @@ import httpx
 import infinity_peer
 import numpy as np
 import onnxruntime
-from serve import CLIENTS, LENGTHS, TEXTS_PER_REQUEST, log, memory_mb, send_all
+from serve import CLIENTS, LENGTHS, TEXTS_PER_REQUEST, log, memory_mb, open_client, send_all
 from tokenizers import Tokenizer
 
 from edge_embed import Embedder
@@ -93,9 +93,7 @@ def throughput(servers: dict, tokenizer, texts: dict, rounds: int, budget: int) 
     pool on one event loop, as serve.py drives the server against the bare call."""
     rows = []
     loop = asyncio.new_event_loop()
-    limits = httpx.Limits(max_connections=max(CLIENTS), max_keepalive_connections=max(CLIENTS))
-    clients_of = {name: httpx.AsyncClient(base_url=server.url, limits=limits, timeout=600)
-                  for name, server in servers.items()}
+    clients_of = {name: loop.run_until_complete(open_client(server.url)) for name, server in servers.items()}
     try:
         for length, per_request, clients in itertools.product(LENGTHS, TEXTS_PER_REQUEST, CLIENTS):
             per_client = max(1, round(budget / (clients * per_request * length)))
@@ -120,7 +118,7 @@ def throughput(servers: dict, tokenizer, texts: dict, rounds: int, budget: int) 
             rows.append(row)
     finally:
         for http in clients_of.values():
-            loop.run_until_complete(http.aclose())
+            loop.run_until_complete(http.close())
         loop.close()
     return rows
 

@@ -16,6 +16,7 @@ FILTER_BITS = 24  # a bit per 16M hash values (2 MB): 1.5% of the substrings tha
 SLOT_BITS = 20  # the table's slots (4 MB), the filter's top bits: XLM-R's 250k pieces leave most slots empty
 PIECES_AT_ONCE = 1 << 14  # hashed together at load (1 MB of code points)
 CHUNK_CHARS = 1 << 20  # characters hashed at a time (each length's hashes: 8 MB)
+LOOKUP_AT_ONCE = 1 << 16  # hashes per lookup: its fixed cost (~15 us) dominates a short text's few hundred
 BMP = 1 << 16  # single characters below this are looked up directly
 
 
@@ -72,7 +73,8 @@ class PieceFinder:
         single = self._single[codes[bmp]]
         found[single[single >= 0]] = True
         codes = codes.astype(np.uint64)
-        self._lookup(codes[~bmp], found)
+        queries = [codes[~bmp]]  # hashes looked up together once there are enough of them
+        queued = len(queries[0])
         # No piece holds a line break (the exporter makes sure): substrings stop at one, which most
         # of the longer ones would cross, the text being one word per line.
         ends = np.full(len(codes), len(codes))
@@ -84,13 +86,19 @@ class PieceFinder:
         power = np.uint64(1)
         with np.errstate(over="ignore"):
             for length in range(2, self.longest + 1):
+                if not len(starts):
+                    break
                 power *= BASE
-                hashes += codes[starts + (length - 1)] * power
-                self._lookup(hashes, found)
+                hashes = hashes + codes[starts + (length - 1)] * power  # a new array: the last is queued
+                queries.append(hashes)
+                queued += len(hashes)
+                if queued >= LOOKUP_AT_ONCE:
+                    self._lookup(np.concatenate(queries), found)
+                    queries, queued = [], 0
                 longer = room[starts] > length
                 starts, hashes = starts[longer], hashes[longer]
-                if not len(starts):
-                    return
+        if queries:
+            self._lookup(np.concatenate(queries), found)
 
     def _lookup(self, hashes: np.ndarray, found: np.ndarray) -> None:
         bits = self._bits(hashes)

@@ -21,6 +21,7 @@ import sys
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ LEAN_TOKENIZER_FILE = "tokenizer.unigram.json"
 FORMAT = "edge-embed-unigram"
 FORMAT_VERSION = 1
 GROUP_TEXTS = 16_384  # texts encoded together by encode_batches (their encodings: ~3 KB each)
+PIPELINE_TEXTS = 256  # texts from which encode_batches builds one model while the last one runs
 MIN_CLUSTER = 64  # texts of a script that get a model of their own
 SEPARATOR = "\n"  # between pieces in the file; the exporter refuses vocabularies with a piece that has one
 
@@ -152,19 +154,43 @@ class UnigramTokenizer:
             texts = [text for batch in group for text in batch]
             for text in texts:
                 _check(text)
-            encodings: list[LeanEncoding | None] = [None] * len(texts)
-            for members in _clusters(texts):
-                cluster = [texts[i] for i in members]
-                tokenizer, ids = self._tokenizer(cluster)
-                lookup = ids.__getitem__
-                for i, encoding in zip(members, tokenizer.encode_batch(cluster, add_special_tokens=add_special_tokens)):
-                    encodings[i] = LeanEncoding(encoding, list(map(lookup, encoding.ids)))
-                del tokenizer  # one model at a time
+            encodings = self._encode_group(texts, add_special_tokens)
             del texts
             start = 0
             for batch in group:
                 yield encodings[start : start + len(batch)]
                 start += len(batch)
+
+    def _encode_group(self, texts: list[str], add_special_tokens: bool) -> list[LeanEncoding]:
+        """Each cluster's model is built here while a thread runs the previous cluster's encode_batch
+        (tokenizers' Rust, which lets go of the GIL): building is serial Python and numpy, ~40% of
+        the time, and would otherwise leave a core idle. At most two models live at once."""
+        encodings: list[LeanEncoding | None] = [None] * len(texts)
+
+        def encode(tokenizer: Tokenizer, ids: list[int], members: list[int], cluster: list[str]) -> None:
+            lookup = ids.__getitem__
+            for i, encoding in zip(members, tokenizer.encode_batch(cluster, add_special_tokens=add_special_tokens)):
+                encodings[i] = LeanEncoding(encoding, list(map(lookup, encoding.ids)))
+
+        clusters = sorted(_clusters(texts), key=len)
+        if len(clusters) > 2:  # the first build and the last encode overlap nothing: small ones there
+            clusters.append(clusters.pop(1))
+        if len(texts) < PIPELINE_TEXTS or len(clusters) == 1:  # a thread would cost more than it overlaps
+            for members in clusters:
+                cluster = [texts[i] for i in members]
+                encode(*self._tokenizer(cluster), members, cluster)
+            return encodings
+        with ThreadPoolExecutor(max_workers=1) as encoder:
+            running = None
+            for members in clusters:
+                cluster = [texts[i] for i in members]
+                tokenizer, ids = self._tokenizer(cluster)
+                if running is not None:
+                    running.result()  # the previous model is dropped before the next is queued
+                running = encoder.submit(encode, tokenizer, ids, members, cluster)
+                del tokenizer
+            running.result()
+        return encodings
 
     def _tokenizer(self, texts: list[str]) -> tuple[Tokenizer, list[int]]:
         """tokenizers' Tokenizer for these texts and the vocabulary id of each of its model's ids."""

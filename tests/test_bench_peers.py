@@ -1,5 +1,6 @@
-"""The infinity peer of bench/serve.py (its run is a benchmark, in `make bench`): its pins and the
-sitecustomize that gives its ONNX Runtime sessions the same threads as `edge-embed serve --threads N`."""
+"""The peers and load generator of bench/serve.py (its runs are benchmarks, in `make bench`): the infinity
+peer's pins, the sitecustomize that gives its ONNX Runtime sessions the same threads as
+`edge-embed serve --threads N`, and the clients that drive a server."""
 from __future__ import annotations
 
 import json
@@ -61,3 +62,28 @@ def test_every_bench_module_imports():
            f"for name in {names!r}: importlib.import_module(name)\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_serve_bench_load_generator_answers_every_request(minilm_bundle, tmp_path):
+    """bench/serve.py's clients (aiohttp) against a real server: every request answered, each counted once."""
+    import asyncio
+
+    from serving import Server
+
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import serve
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    requests = [[f"query number {i}"] * (1 + i % 3) for i in range(24)]
+    with Server(str(minilm_bundle), "--threads", "1", log_dir=tmp_path) as server:
+        async def drive():
+            http = await serve.open_client(server.url)
+            try:
+                await serve.send_all(http, requests, clients=8)
+            finally:
+                await http.close()
+
+        asyncio.run(drive())
+        assert server.metric("edge_embed_requests_total", route="/v1/embeddings", status="200") == len(requests)
+        assert server.metric("edge_embed_tokens_total", model=minilm_bundle.name) > 0
