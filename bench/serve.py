@@ -8,6 +8,8 @@
   tokens (the openai client's default base64 answers), each as a ratio to the bare Embedder embedding
   the same texts in one call; the two alternate within every round (one connection pool for all
   rounds) and the ratio is the median of the rounds' ratios (target: 32 clients x 1 query of ~24 tokens >= 0.85);
+  beside it the ceiling: the bare Embedder in calls of clients x texts-per-request texts, what a server
+  whose every batch held one request per client, at no HTTP cost, would reach;
 - p50 / p99 latency of one ~24-token query on an idle server against the bare embed([text]) call,
   alternating request by request (target: p50 overhead <= 3 ms);
 - the server's RSS after the load (target <= 300 MB).
@@ -92,6 +94,13 @@ async def send_all(http: aiohttp.ClientSession, requests: list[list[str]], clien
     await asyncio.gather(*(client() for _ in range(clients)))
 
 
+def embed_in_calls(model: Embedder, texts: list[str], size: int) -> None:
+    """The bare Embedder in calls of `size` texts: the most a server gets when every batch holds one
+    request from each client, with no HTTP cost at all (the ceiling of the server's ratio)."""
+    for start in range(0, len(texts), size):
+        model.embed(texts[start : start + size])
+
+
 def throughput(server, model: Embedder, texts: dict[int, list[str]], rounds: int, budget: int) -> list[dict]:
     """Bare embed and the server alternate within each round (edge_embed.measure); one event loop and
     one connection pool serve every round, so a round times the requests, not the client's set-up."""
@@ -108,17 +117,19 @@ def throughput(server, model: Embedder, texts: dict[int, list[str]], rounds: int
             seconds = alternating_rounds({
                 "bare": partial(model.embed, batch),
                 "server": lambda r=requests, c=clients: loop.run_until_complete(send_all(http, r, c)),
+                "ceiling": partial(embed_in_calls, model, batch, clients * per_request),
             }, rounds)
-            bare_rates, server_rates = ([tokens / s for s in seconds[key]] for key in ("bare", "server"))
-            ratios = [s / b for s, b in zip(server_rates, bare_rates)]
+            rates = {key: [tokens / s for s in values] for key, values in seconds.items()}
+            ratios = [s / b for s, b in zip(rates["server"], rates["bare"])]
             row = {"tokens_per_text": length, "texts_per_request": per_request, "clients": clients,
                    "requests": len(requests), "tokens": tokens,
-                   "bare_tokens_s": statistics.median(bare_rates),
-                   "server_tokens_s": statistics.median(server_rates),
-                   "ratio": statistics.median(ratios), "ratios": ratios}
+                   "bare_tokens_s": statistics.median(rates["bare"]),
+                   "server_tokens_s": statistics.median(rates["server"]),
+                   "ratio": statistics.median(ratios), "ratios": ratios,
+                   "ceiling": statistics.median(c / b for c, b in zip(rates["ceiling"], rates["bare"]))}
             log(f"[serve-bench] ~{length} tokens, {per_request} text(s)/request, {clients} clients: "
                 f"server {row['server_tokens_s']:.0f} tokens/s, bare {row['bare_tokens_s']:.0f}, "
-                f"ratio {row['ratio']:.2f}")
+                f"ratio {row['ratio']:.2f} (ceiling {row['ceiling']:.2f})")
             rows.append(row)
     finally:
         loop.run_until_complete(http.close())
@@ -212,11 +223,12 @@ def main(argv=None) -> int:
 
 
 def report(result: dict) -> str:
-    lines = ["| tokens/text | texts/request | clients | server tokens/s | bare tokens/s | ratio |",
-             "|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| tokens/text | texts/request | clients | server tokens/s | bare tokens/s | ratio | ceiling |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
     for row in result["throughput"]:
         lines.append(f"| ~{row['tokens_per_text']} | {row['texts_per_request']} | {row['clients']} | "
-                     f"{row['server_tokens_s']:,.0f} | {row['bare_tokens_s']:,.0f} | {row['ratio']:.2f} |")
+                     f"{row['server_tokens_s']:,.0f} | {row['bare_tokens_s']:,.0f} | {row['ratio']:.2f} | "
+                     f"{row['ceiling']:.2f} |")
     lat = result["latency"]
     lines.append("")
     lines.append(f"one ~24-token query, idle server: p50 {lat['server_p50_ms']:.1f} ms "
