@@ -113,10 +113,12 @@ def test_the_piece_finder_finds_every_piece_a_text_holds(xlmr, monkeypatch):
     assert {piece for piece, hit in zip(few, hits) if hit} == {"a", "ab", "▁ab", "🙂", "x🙂y", "é"}
 
 
-def test_batches_grouped_and_split_by_script_give_tokenizers_tokens(xlmr, monkeypatch):
+@pytest.mark.parametrize("pipeline_texts", [1, 10**9], ids=["pipelined", "serial"])
+def test_batches_grouped_and_split_by_script_give_tokenizers_tokens(xlmr, monkeypatch, pipeline_texts):
     reference, lean = xlmr
     monkeypatch.setattr(unigram, "GROUP_TEXTS", 40)  # several groups, each with several scripts' models
     monkeypatch.setattr(unigram, "MIN_CLUSTER", 4)
+    monkeypatch.setattr(unigram, "PIPELINE_TEXTS", pipeline_texts)  # models built while the last one runs, or not
     texts = [f"{text} {i}" for i in range(4) for text in fixture_texts(V2)]
     texts += ["Ελληνικά κείμενα", "Русский текст <mask>", "ภาษาไทย", "中文文本", "✓ rare block", ""]
     batches = [texts[start : start + 17] for start in range(0, len(texts), 17)]
