@@ -150,25 +150,53 @@ def test_long_text_chunks_like_the_runtime(bundle, tmp_path):
 
 def test_32_concurrent_requests_are_batched_and_exact(served):
     """32 clients at once: the worker pools their texts into shared batches, and every answer is
-    still the Embedder's vector for that text (fp32: a text's vector does not depend on its batch-mates)."""
+    still the Embedder's vector for that text (fp32: a text's vector does not depend on its batch-mates).
+
+    Whether requests share a batch depends on their arriving while the worker is busy; on a tiny model a
+    slow client may send them one by one. So a long request holds the worker first, the 32 queue behind
+    it, and their batches are counted against the same requests sent one at a time."""
     texts = make_texts(32 * 3, seed=7)
+    requests = [texts[3 * i: 3 * i + 3] for i in range(32)]
     expected = served.v15.embed(texts, task="search_query", dim=48)
-    before = served.metric("edge_embed_batch_texts_count", model=served.v15_name)
-    before_sum = served.metric("edge_embed_batch_texts_sum", model=served.v15_name)
+    blocker = make_texts(64, seed=8, low=1500, high=1500)  # each text cut at the max length: long, equal batches
+    openai_sync = openai.OpenAI(base_url=served.url + "/v1", api_key="unused", max_retries=0)
 
-    async def run():
-        client = openai.AsyncOpenAI(base_url=served.url + "/v1", api_key="unused", max_retries=0)
-        calls = [client.embeddings.create(model=served.v15_name, input=texts[3 * i: 3 * i + 3], dimensions=48,
-                                          extra_body={"task": "search_query"}) for i in range(32)]
-        return await asyncio.gather(*calls)
+    def batches_during(send) -> tuple[float, float]:
+        count = ("edge_embed_batch_texts_count", "edge_embed_batch_texts_sum")
+        before = [served.metric(name, model=served.v15_name) for name in count]
+        send()
+        return tuple(served.metric(name, model=served.v15_name) - b for name, b in zip(count, before))
 
-    answers = asyncio.run(run())
+    def one_at_a_time():
+        for request in requests:
+            openai_sync.embeddings.create(model=served.v15_name, input=request, dimensions=48,
+                                          extra_body={"task": "search_query"})
+
+    def block():
+        openai_sync.embeddings.create(model=served.v15_name, input=blocker)
+
+    answers = []
+
+    def blocked_then_concurrent():
+        async def run():
+            client = openai.AsyncOpenAI(base_url=served.url + "/v1", api_key="unused", max_retries=0)
+            holder = asyncio.create_task(asyncio.to_thread(block))
+            while served.metric("edge_embed_queue_requests", model=served.v15_name) < 1 and not holder.done():
+                await asyncio.sleep(0.001)  # the long request is queued or running
+            calls = [client.embeddings.create(model=served.v15_name, input=request, dimensions=48,
+                                              extra_body={"task": "search_query"}) for request in requests]
+            answers.extend(await asyncio.gather(*calls))
+            await holder
+
+        asyncio.run(run())
+
+    alone, alone_texts = batches_during(one_at_a_time)
+    blocker_batches, _ = batches_during(block)
+    pooled, pooled_texts = batches_during(blocked_then_concurrent)
     got = np.array([item.embedding for answer in answers for item in answer.data])
     assert np.abs(got - expected).max() <= TOL
-    batches = served.metric("edge_embed_batch_texts_count", model=served.v15_name) - before
-    batched_texts = served.metric("edge_embed_batch_texts_sum", model=served.v15_name) - before_sum
-    assert batched_texts == 96
-    assert batches < 32  # requests shared batches (one batch per request would be 32)
+    assert alone_texts == 96 and pooled_texts == 96 + len(blocker)
+    assert pooled - blocker_batches < alone, (pooled, blocker_batches, alone)  # the 32 shared batches
 
 
 def test_model_lists_and_ollamas_legacy_route(served):
