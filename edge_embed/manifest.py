@@ -207,6 +207,11 @@ class Manifest:
         unlisted = [f for files in self.models.values() for f in files if f not in self.files]
         if unlisted or TOKENIZER_FILE not in self.files:
             return f"no checksum for {', '.join(unlisted or [TOKENIZER_FILE])}"
+        # the informational sections the runtime reads to choose an engine (openvino_backend)
+        for section, key in (("int8", "scheme"), ("moe", "mode")):
+            value = self.extra.get(section)
+            if value is not None and not (isinstance(value, dict) and isinstance(value.get(key, ""), str)):
+                return f"{section} is {value!r:.60}, not an object with a text {key!r}"
         return None
 
 

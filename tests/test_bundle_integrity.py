@@ -94,6 +94,8 @@ def test_incomplete_manifest(copy_bundle):
     (lambda d: d["files"].pop("model.int8.onnx"), "no checksum for model.int8.onnx"),
     (lambda d: d.update(output="pooled"), "has no output 'pooled'"),
     (lambda d: d.update(inputs=["input_ids", "token_type_ids"]), "takes inputs ['attention_mask', 'input_ids']"),
+    (lambda d: d.update(int8=10), "int8 is 10, not an object with a text 'scheme'"),  # found by hypothesis
+    (lambda d: d.update(moe={"mode": 3}), "moe is {'mode': 3}, not an object with a text 'mode'"),
 ])
 def test_edited_manifest_is_caught_at_load(copy_bundle, change, message):
     target = copy_bundle()
