@@ -8,7 +8,8 @@ Model forward on the same padded int64 batches (16 x 128 tokens; 4 x 512), alter
 - OpenVINO: the fp32 model with the f32 hint and with bf16 (where the CPU has it), the static
   int8 bundle's QDQ model, and `nncf.quantize` of the fp32 model (64 calibration texts, TRANSFORMER,
   the peer a user would build themselves).
-End to end: `Embedder(bundle, precision="auto")` embedding texts (tokenizing included) against the
+End to end: `Embedder(bundle, precision="auto")` on the dynamic and on the static bundle (OpenVINO int8
+where it is installed) embedding texts (tokenizing included) against the
 NNCF OpenVINO model fed pre-tokenized, length-sorted batches of 16, on fixed 128-token texts and on
 mixed 16-512-token texts. Writes JSON to --out; prints tokens/s and ratios.
 """
@@ -100,7 +101,8 @@ def run_model(key: str, args) -> dict:
     spec = MODELS[key]
     work = args.work
     checkpoint = write_checkpoint(spec, work / "checkpoints" / key, log=log)
-    bundle = Path(ensure_bundle(spec, checkpoint, work / "bundles" / key, None, log=log)["path"])
+    bundle = Path(ensure_bundle(spec, checkpoint, work / "bundles" / key, None, reuse=args.reuse_bundles,
+                                log=log)["path"])
     from tokenizers import Tokenizer
 
     model = Embedder(bundle, precision="fp32", providers="cpu")
@@ -136,6 +138,9 @@ def run_model(key: str, args) -> dict:
     if "ov-nncf-int8" in forwards:
         default = Embedder(bundle, precision="auto", threads=args.threads)
         result["default_path"] = repr(default)
+        # the static bundle's default path: OpenVINO int8 where it is installed, batches padded by length buckets
+        static_default = Embedder(static, precision="auto", threads=args.threads)
+        result["static_default_path"] = repr(static_default)
         n = 32 if args.quick else 128
         for workload, lengths in {"fixed128": [128] * n,
                                   "mixed16-512": rng.integers(16, 513, n).tolist()}.items():
@@ -145,6 +150,7 @@ def run_model(key: str, args) -> dict:
             peer = forwards["ov-nncf-int8"]
             tokens = sum(len(e) for e in encoded)
             calls = {"edge-embed-auto": lambda t=texts: default.embed(t),
+                     "edge-embed-auto-static-bundle": lambda t=texts: static_default.embed(t),
                      "ov-nncf-int8-pretokenized": lambda b=batches, f=peer: [f({"input_ids": i, "attention_mask": m})
                                                                              for i, m in b]}
             result["end_to_end_tokens_per_s"][workload] = rates(calls, tokens, args.rounds)
@@ -161,6 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="3 rounds, 32 texts end to end")
     p.add_argument("--rounds", type=int)
     p.add_argument("--out", type=Path)
+    p.add_argument("--reuse-bundles", action="store_true", help="use the cached bundles even if export/ changed")
     args = p.parse_args(argv)
     args.rounds = args.rounds or (3 if args.quick else 9)
     import onnxruntime

@@ -6,6 +6,12 @@ the memory limits. On CPU a batch costs little beyond its tokens (about 16 token
 the v1.5 int8 bundle, 2 threads), and batches past ~2k tokens run slower per token (the activations
 fall out of cache), so CPU batches stay small and tight. GPUs are the other way round: a launch
 costs far more and big batches are cheap, so their defaults allow long batches with more padding.
+
+Some engines round a token's state differently with the padded length of its batch (OpenVINO's
+float reductions), and static int8 turns such last-bit differences into whole int8 steps: MiniLM,
+a text alone vs padded in a batch, cosine 0.99973. With pad_multiple > 1, lengths are rounded up
+to that multiple and a batch holds one rounded length only, so a text is always padded to the same
+length, whatever it is batched with, and gets the same vector (bit for bit on OpenVINO).
 """
 from __future__ import annotations
 
@@ -16,6 +22,9 @@ import numpy as np
 
 from edge_embed.errors import InputError, is_int
 
+# OpenVINO's static int8: lengths rounded up to 16 tokens (padding within ~7% at 128 tokens)
+OPENVINO_INT8_PAD_MULTIPLE = 16
+
 
 @dataclass(frozen=True)
 class BatchLimits:
@@ -23,18 +32,22 @@ class BatchLimits:
     max_attention_cells: int = 1 << 24  # batch x S x S: bounds the attention score memory
     max_batch_size: int = 256
     batch_cost: int = 16  # the fixed cost of one more batch, in tokens' worth of compute
+    pad_multiple: int = 1  # > 1: a text is padded to its length rounded up to this, in any batch
 
     def __post_init__(self):
-        for name, least in (("max_tokens", 1), ("max_attention_cells", 1), ("max_batch_size", 1), ("batch_cost", 0)):
+        for name, least in (("max_tokens", 1), ("max_attention_cells", 1), ("max_batch_size", 1), ("batch_cost", 0),
+                            ("pad_multiple", 1)):
             value = getattr(self, name)
             if not (is_int(value) and value >= least):
                 raise InputError(f"BatchLimits.{name} must be an int >= {least}, not {value!r}")
             object.__setattr__(self, name, int(value))  # numpy ints in, plain ints kept (frozen dataclass)
 
     @classmethod
-    def for_provider(cls, provider: str) -> BatchLimits:
-        """Defaults for the execution provider that runs the model."""
-        if provider in ("CPUExecutionProvider", "OpenVINO"):  # OpenVINO: edge_embed.openvino_backend, on the CPU
+    def for_provider(cls, provider: str, precision: str | None = None) -> BatchLimits:
+        """Defaults for the execution provider that runs the model (and the precision it runs)."""
+        if provider == "OpenVINO" and precision == "int8":  # edge_embed.openvino_backend: see the module doc
+            return cls(pad_multiple=OPENVINO_INT8_PAD_MULTIPLE)
+        if provider in ("CPUExecutionProvider", "OpenVINO"):
             return cls()
         return cls(max_tokens=16384, batch_cost=1024)
 
@@ -43,11 +56,22 @@ def plan_batches(lengths: list[int], limits: BatchLimits | None = None) -> Itera
     """Yield lists of sequence indices, longest first; each batch fits the limits
     (a single sequence always forms a batch, however long)."""
     limits = limits or BatchLimits()
-    lengths = np.asarray(lengths, dtype=np.int64)
+    lengths = padded_lengths(np.asarray(lengths, dtype=np.int64), limits.pad_multiple)
     order = np.argsort(-lengths, kind="stable")
     longest_first = lengths[order]
-    for start, stop in _cuts(longest_first, limits):
+    if limits.pad_multiple == 1:
+        cuts = _cuts(longest_first, limits)
+    else:  # one rounded length per batch: each run of equal lengths cut on its own
+        bounds = np.flatnonzero(np.diff(longest_first)) + 1
+        cuts = [(start + a, start + b) for start, stop in zip([0, *bounds], [*bounds, len(lengths)])
+                for a, b in _cuts(longest_first[start:stop], limits)]
+    for start, stop in cuts:
         yield order[start:stop].tolist()
+
+
+def padded_lengths(lengths: np.ndarray, multiple: int) -> np.ndarray:
+    """Lengths rounded up to a multiple (unchanged for 1)."""
+    return lengths if multiple == 1 else -(-lengths // multiple) * multiple
 
 
 def _cuts(lengths: np.ndarray, limits: BatchLimits) -> list[tuple[int, int]]:
@@ -72,9 +96,10 @@ def _cuts(lengths: np.ndarray, limits: BatchLimits) -> list[tuple[int, int]]:
     return cuts[::-1]
 
 
-def pad(sequences: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad int64 id sequences -> input_ids, attention_mask [B, S_max]."""
-    longest = max(len(seq) for seq in sequences)
+def pad(sequences: list[np.ndarray], pad_id: int, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad int64 id sequences -> input_ids, attention_mask [B, S]: S the longest sequence's length,
+    rounded up to `multiple`."""
+    longest = int(padded_lengths(np.array([max(len(seq) for seq in sequences)]), multiple)[0])
     ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)
     mask = np.zeros((len(sequences), longest), dtype=np.int64)
     for row, seq in enumerate(sequences):

@@ -80,7 +80,7 @@ class Embedder:
         self._load(threads, verify)
         if self.providers[0] not in self.session.get_providers():
             self._continue_on_cpu(providers, precision, threads, verify)
-        self.batch_limits = batch_limits or BatchLimits.for_provider(self.providers[0])
+        self.batch_limits = batch_limits or BatchLimits.for_provider(self.providers[0], self.precision)
         self._shrink_arena = arena_shrinking_run()
 
     def _load(self, threads: int | None, verify: bool) -> None:
@@ -345,7 +345,7 @@ class Embedder:
         what chunk mode counts of it: the mean of those states weighted by their number (mean pooling), or
         the first window's [CLS] with weight 1 (cls pooling). A text's vector is the weighted mean of its
         sequences' (how `pooled` combines them)."""
-        ids, mask = pad(sequences, self.manifest.pad_token_id)
+        ids, mask = self.pad(sequences)
         hidden = self._run(ids, mask)
         vectors = POOLINGS[self.manifest.pooling](hidden, mask)
         weights = mask.sum(axis=1).astype(np.float64)
@@ -359,13 +359,17 @@ class Embedder:
                 weights[row] = 1.0 if keep_from == 0 else 0.0
         return vectors, weights
 
+    def pad(self, sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """input_ids, attention_mask for one batch, padded as the batch limits say (BatchLimits.pad_multiple)."""
+        return pad(sequences, self.manifest.pad_token_id, self.batch_limits.pad_multiple)
+
     def release_memory(self) -> None:
         """Give back what the largest batches left allocated: onnxruntime keeps their buffers in its arena
         for the next batch of that size (v1.5 int8 after 64 texts of 128 tokens: ~100 MB over the loaded
         model). Costs one tiny forward pass; the next big batch allocates again. For long-running processes
         between bursts of work (the server calls it when idle)."""
         sequence = np.asarray(self.tokenizer.encode(["."], "", "truncate").sequences[0], dtype=np.int64)
-        ids, mask = pad([sequence], self.manifest.pad_token_id)
+        ids, mask = self.pad([sequence])
         self._run(ids, mask, release=True)
         release_freed_heap()
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge_embed.batching import pad, plan_batches
+from edge_embed.batching import plan_batches
 from edge_embed.errors import InputError, NonFiniteError, is_int
 from edge_embed.streaming import batch_reporter, check_progress_and_cancel
 from edge_embed.tokenize import Document
@@ -113,7 +113,7 @@ def document_states(
     states = [np.empty((doc.lead + len(doc.text) + len(doc.tail), model.manifest.hidden_size), np.float32)
               for doc in documents]
     for batch in plan_batches([len(w.ids) for _, w in windows], model.batch_limits):
-        ids, mask = pad([windows[i][1].ids for i in batch], model.manifest.pad_token_id)
+        ids, mask = model.pad([windows[i][1].ids for i in batch])
         hidden = model._run(ids, mask)
         for row, i in enumerate(batch):
             d, w = windows[i]

@@ -5,7 +5,8 @@ OpenVINO's own runtime reads the bundle's ONNX files as they are (no conversion 
 - fp32: model.fp32.onnx with INFERENCE_PRECISION_HINT=f32 (OpenVINO's default on CPUs with
   AVX512_BF16 or AMX is bf16, which an fp32 request must never get silently);
 - bf16: model.fp32.onnx with the bf16 hint, asked for by name, only on CPUs that have it;
-- int8: a bundle's static (QDQ) model.int8.onnx, which OpenVINO runs as int8. A dynamic-int8 model
+- int8: a bundle's static (QDQ) model.int8.onnx, which OpenVINO runs as int8, in batches padded by
+  length buckets (edge_embed.batching: a text's vector does not depend on its batch). A dynamic-int8 model
   it would turn back into float arithmetic (about 0.3x), so that one stays on onnxruntime.
 `openvino` is imported only when this path is used; the core runtime never needs it.
 """
@@ -63,13 +64,17 @@ def runs_on_openvino(precision: str, manifest) -> bool:
 
 
 def auto_takes_openvino(precision: str, manifest) -> bool:
-    """providers="auto": OpenVINO for bf16, which only it runs. fp32 stays on onnxruntime: OpenVINO's
-    fp32 was about as fast (about 1.05x) while a long-running process on it grew with the
-    batch shapes it met (the server's load test: 208 -> 254 MB over 2,000 requests, against a flat
-    onnxruntime). int8 stays on onnxruntime too: OpenVINO's static int8 moves a text's vector with its
-    batch-mates (MiniLM, alone vs in a batch of 64: min cosine 0.99973; onnxruntime 0.9999999), which
-    the default int8 must not. Both run when asked for with providers="openvino"."""
-    return precision == "bf16" and not fused_moe(manifest)
+    """providers="auto": OpenVINO for bf16, which only it runs, and for a static int8 model, which
+    onnxruntime runs at about its fp32 speed (full-size v1.5: 0.24x its dynamic int8) and OpenVINO as
+    int8 (4-5x that). Its int8 gives a text the same vector in any batch because its batches are padded
+    by length buckets (BatchLimits.pad_multiple; without them, MiniLM alone vs in a batch of 64: min
+    cosine 0.99973). fp32 stays on onnxruntime: OpenVINO's fp32 was about as fast (about 1.05x) while
+    a long-running process on it grew with the batch shapes it met (the server's load test: 208 -> 254
+    MB over 2,000 requests, against a flat onnxruntime). fp32 runs there when asked for with
+    providers="openvino"."""
+    if fused_moe(manifest):
+        return False
+    return precision == "bf16" or (precision == "int8" and int8_scheme(manifest) == STATIC_INT8)
 
 
 def check_request(precision: str, manifest, openvino_requested: bool) -> None:

@@ -47,7 +47,7 @@ def resolve_path(providers: str | list[str], precision: str, manifest) -> tuple[
     """(providers, precision) that run: onnxruntime's providers, or [OPENVINO] for OpenVINO.
 
     providers="openvino" asks for OpenVINO; "auto" takes it where it is installed, no GPU provider
-    was chosen and the precision is fp32 or bf16 (openvino_backend.auto_takes_openvino)."""
+    was chosen and the precision is bf16 or a static int8 (openvino_backend.auto_takes_openvino)."""
     wants_openvino = providers == "openvino"
     chosen = [openvino_backend.OPENVINO] if wants_openvino else resolve_providers(providers)
     if wants_openvino and precision == "auto":  # its fastest: static int8, else fp32

@@ -57,6 +57,29 @@ def test_pad_right_pads_with_the_pad_id():
     np.testing.assert_array_equal(mask, [[1, 1, 1], [1, 0, 0]])
 
 
+def test_length_buckets_pad_a_text_alike_in_any_batch():
+    """pad_multiple: a batch holds one rounded length, so a text's padded length is its own length
+    rounded up, whatever else is planned with it."""
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 300, 500).tolist()
+    limits = BatchLimits(max_tokens=2048, pad_multiple=16)
+    batches = list(plan_batches(lengths, limits))
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        rounded = {-(-lengths[i] // 16) * 16 for i in b}
+        assert len(rounded) == 1
+        assert len(b) == 1 or len(b) * rounded.pop() <= 2048
+        ids, mask = pad([np.ones(lengths[i], dtype=np.int64) for i in b], pad_id=0, multiple=16)
+        assert ids.shape[1] == -(-max(lengths[i] for i in b) // 16) * 16
+        assert mask.sum() == sum(lengths[i] for i in b)
+    alone = [pad([np.ones(n, dtype=np.int64)], pad_id=0, multiple=16)[0].shape[1] for n in (1, 16, 17, 299)]
+    assert alone == [16, 16, 32, 304]
+    # only OpenVINO's int8 gets buckets by default
+    assert BatchLimits.for_provider("OpenVINO", "int8").pad_multiple == 16
+    assert BatchLimits.for_provider("OpenVINO", "fp32").pad_multiple == 1
+    assert BatchLimits.for_provider("CPUExecutionProvider", "int8").pad_multiple == 1
+
+
 def test_results_come_back_in_input_order_whatever_the_batching(bundle):
     corpus = [("word " * n).strip() for n in (3, 40, 1, 25, 7, 60, 2, 12)]
     batched = Embedder(bundle("nomic-v2moe-tiny"), precision="fp32")
