@@ -69,8 +69,8 @@ def plan_batches(lengths: list[int], limits: BatchLimits | None = None) -> Itera
         yield order[start:stop].tolist()
 
 
-def padded_lengths(lengths: np.ndarray, multiple: int) -> np.ndarray:
-    """Lengths rounded up to a multiple (unchanged for 1)."""
+def padded_lengths(lengths, multiple: int):
+    """Lengths (an int or an int array) rounded up to a multiple (unchanged for 1)."""
     return lengths if multiple == 1 else -(-lengths // multiple) * multiple
 
 
@@ -99,7 +99,7 @@ def _cuts(lengths: np.ndarray, limits: BatchLimits) -> list[tuple[int, int]]:
 def pad(sequences: list[np.ndarray], pad_id: int, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad int64 id sequences -> input_ids, attention_mask [B, S]: S the longest sequence's length,
     rounded up to `multiple`."""
-    longest = int(padded_lengths(np.array([max(len(seq) for seq in sequences)]), multiple)[0])
+    longest = padded_lengths(max(len(seq) for seq in sequences), multiple)
     ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)
     mask = np.zeros((len(sequences), longest), dtype=np.int64)
     for row, seq in enumerate(sequences):

@@ -183,21 +183,19 @@ class UnigramTokenizer:
                 wrap(ids, members, tokenizer.encode_batch(cluster, add_special_tokens=add_special_tokens))
             return encodings
         with ThreadPoolExecutor(max_workers=1) as encoder:
-            running, running_args, waiting = None, (), None  # the encode in the thread (ids, members); the last results
+            running = None  # (ids, members, future) of the encode in the thread
             for members in clusters:
                 cluster = [texts[i] for i in members]
                 tokenizer, ids = self._tokenizer(cluster)
-                if running is not None:
-                    waiting = (*running_args, running.result())  # the previous model is dropped here
+                finished = running and (*running[:2], running[2].result())  # its model is dropped with it
                 # The thread only runs tokenizers' Rust; wrapping its results is Python (the GIL), done
                 # here while the next encode runs, so the Rust work follows on without a gap.
-                running = encoder.submit(tokenizer.encode_batch, cluster, add_special_tokens=add_special_tokens)
-                running_args = (ids, members)
+                running = (ids, members, encoder.submit(tokenizer.encode_batch, cluster,
+                                                        add_special_tokens=add_special_tokens))
                 del tokenizer
-                if waiting is not None:
-                    wrap(*waiting)
-                    waiting = None
-            wrap(*running_args, running.result())
+                if finished:
+                    wrap(*finished)
+            wrap(*running[:2], running[2].result())
         return encodings
 
     def _tokenizer(self, texts: list[str]) -> tuple[Tokenizer, list[int]]:
