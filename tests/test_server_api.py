@@ -160,6 +160,7 @@ def test_32_concurrent_requests_are_batched_and_exact(served):
     expected = served.v15.embed(texts, task="search_query", dim=48)
     blocker = make_texts(64, seed=8, low=1500, high=1500)  # each text cut at the max length: long, equal batches
     openai_sync = openai.OpenAI(base_url=served.url + "/v1", api_key="unused", max_retries=0)
+    query = {"model": served.v15_name, "dimensions": 48, "extra_body": {"task": "search_query"}}
 
     def batches_during(send) -> tuple[float, float]:
         count = ("edge_embed_batch_texts_count", "edge_embed_batch_texts_sum")
@@ -169,8 +170,7 @@ def test_32_concurrent_requests_are_batched_and_exact(served):
 
     def one_at_a_time():
         for request in requests:
-            openai_sync.embeddings.create(model=served.v15_name, input=request, dimensions=48,
-                                          extra_body={"task": "search_query"})
+            openai_sync.embeddings.create(input=request, **query)
 
     def block():
         openai_sync.embeddings.create(model=served.v15_name, input=blocker)
@@ -183,8 +183,7 @@ def test_32_concurrent_requests_are_batched_and_exact(served):
             holder = asyncio.create_task(asyncio.to_thread(block))
             while served.metric("edge_embed_queue_requests", model=served.v15_name) < 1 and not holder.done():
                 await asyncio.sleep(0.001)  # the long request is queued or running
-            calls = [client.embeddings.create(model=served.v15_name, input=request, dimensions=48,
-                                              extra_body={"task": "search_query"}) for request in requests]
+            calls = [client.embeddings.create(input=request, **query) for request in requests]
             answers.extend(await asyncio.gather(*calls))
             await holder
 
