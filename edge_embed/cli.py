@@ -144,7 +144,9 @@ def _paths_here(manifest) -> str:
         except EdgeEmbedError as exc:
             paths.append(f"{precision}: no ({str(exc).split(';')[0]})")
             continue
-        engine = "OpenVINO" if providers[0] == openvino_backend.OPENVINO else f"onnxruntime {providers[0]}"
+        engine = f"onnxruntime {providers[0]}"
+        if providers[0] == openvino_backend.OPENVINO:
+            engine = f"OpenVINO ({openvino_backend.inference_precision(chosen, manifest)} float parts)"
         paths.append(f"{precision}: {chosen} on {engine}")
     return "; ".join(paths)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_embed import openvino_backend
 from edge_embed.batching import BatchLimits, pad, plan_batches
 from edge_embed.errors import (
     BundleError,
@@ -99,7 +100,8 @@ class Embedder:
             try:
                 self.tokenizer = TextTokenizer(self.bundle / TOKENIZER_FILE, self.max_length,
                                                lean=self.bundle / lean if lean else None)
-                self.session = create_session(self.bundle / files[0], self.providers, threads, self.precision)
+                self.session = create_session(self.bundle / files[0], self.providers, threads,
+                                              openvino_backend.inference_precision(self.precision, self.manifest))
             finally:
                 if checked is not None:
                     checked.result()
@@ -385,7 +387,9 @@ class Embedder:
             ) from exc
 
     def __repr__(self) -> str:
+        hint = getattr(self.session, "precision_hint", None)  # OpenVINO's: "bf16" float parts in int8
         return (
             f"Embedder({str(self.bundle)!r}, family={self.manifest.family!r}, "
-            f"precision={self.precision!r}, provider={self.providers[0]!r})"
+            f"precision={self.precision!r}, provider={self.providers[0]!r}"
+            + (f", inference_precision={hint!r})" if hint else ")")
         )

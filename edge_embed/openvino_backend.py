@@ -6,8 +6,10 @@ OpenVINO's own runtime reads the bundle's ONNX files as they are (no conversion 
   AVX512_BF16 or AMX is bf16, which an fp32 request must never get silently);
 - bf16: model.fp32.onnx with the bf16 hint, asked for by name, only on CPUs that have it;
 - int8: a bundle's static (QDQ) model.int8.onnx, which OpenVINO runs as int8, in batches padded by
-  length buckets (edge_embed.batching: a text's vector does not depend on its batch). A dynamic-int8 model
-  it would turn back into float arithmetic (about 0.3x), so that one stays on onnxruntime.
+  length buckets (edge_embed.batching: a text's vector does not depend on its batch), its float parts
+  (attention, layer norms, activations) in bf16 where the CPU has it and the bundle's attention products
+  are float (see inference_precision). A dynamic-int8 model it would turn back into float arithmetic
+  (about 0.3x), so that one stays on onnxruntime.
 `openvino` is imported only when this path is used; the core runtime never needs it.
 """
 from __future__ import annotations
@@ -49,6 +51,20 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     import openvino as ov
 
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def inference_precision(precision: str, manifest) -> str:
+    """OpenVINO's INFERENCE_PRECISION_HINT for this precision of this bundle: "bf16" when asked for by
+    name, and for the float parts of a static int8 model exported with its attention products in float
+    (manifest int8.float_attention) on a CPU with bf16: full-size v1.5 1.16x the f32 hint, MiniLM STS-B
+    and SciFact unchanged (README). Static int8 bundles from before that quantized attention's products,
+    which bf16 broke on padded batches (MiniLM min cosine 0.632): f32 for them. "f32" otherwise."""
+    if precision == "bf16":
+        return "bf16"
+    float_attention = (manifest.extra.get("int8") or {}).get("float_attention") is True
+    if precision == "int8" and int8_scheme(manifest) == STATIC_INT8 and float_attention and cpu_has_bf16():
+        return "bf16"
+    return "f32"
 
 
 def fused_moe(manifest) -> bool:
@@ -115,10 +131,12 @@ class NodeArg:
 class OpenVINOSession:
     """A compiled OpenVINO model behind the part of onnxruntime's InferenceSession the runtime uses."""
 
-    def __init__(self, path: Path, precision: str, threads: int | None = None):
+    def __init__(self, path: Path, hint: str = "f32", threads: int | None = None):
+        """hint: INFERENCE_PRECISION_HINT, "f32" or "bf16" (inference_precision)."""
         import openvino as ov
 
-        hint = "bf16" if precision == "bf16" else "f32"
+        if hint not in ("f32", "bf16"):
+            raise ValueError(f"hint must be 'f32' or 'bf16', not {hint!r}")
         config = {"PERFORMANCE_HINT": "LATENCY",  # 1.6-2x THROUGHPUT for one request on 2 cores
                   "INFERENCE_PRECISION_HINT": hint}
         if threads:

@@ -113,9 +113,10 @@ CPU_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
 
 def create_session(path: Path, providers: list[str], threads: int | None = None,
-                   precision: str = "fp32") -> ort.InferenceSession:
+                   openvino_hint: str = "f32") -> ort.InferenceSession:
+    """onnxruntime's session, or OpenVINO's behind the same interface (openvino_hint: its precision hint)."""
     if providers[0] == openvino_backend.OPENVINO:
-        return openvino_backend.OpenVINOSession(path, precision, threads)
+        return openvino_backend.OpenVINOSession(path, openvino_hint, threads)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:

@@ -247,6 +247,8 @@ def _manifest(family, config, source: Path, record: dict, staging, models, optio
     }
     if "int8" in models:
         extra["int8"] = {"scheme": options.int8_scheme}
+        if options.int8_scheme == "static":  # (export/static_int8.py) OpenVINO may run its float parts in bf16
+            extra["int8"]["float_attention"] = True
     if family is not families.BERT:
         extra["rotary"] = {
             "base": rotary_base(config),

@@ -84,6 +84,8 @@ def test_auto_runs_static_int8_on_openvino_and_the_rest_on_onnxruntime(static_bu
     static = Embedder(static_bundle("nomic-v15-tiny"))  # onnxruntime runs QDQ at about its fp32 speed
     assert (static.precision, static.providers[0]) == ("int8", "OpenVINO")
     assert static.batch_limits.pad_multiple == 16  # its batches padded by length buckets
+    hint = "bf16" if openvino_backend.cpu_has_bf16() else "f32"  # for its float parts
+    assert static.session.precision_hint == hint and f"inference_precision='{hint}'" in repr(static)
     dynamic = Embedder(bundle("nomic-v15-tiny"))
     assert (dynamic.precision, dynamic.providers[0]) == ("int8", "CPUExecutionProvider")
     assert dynamic.batch_limits.pad_multiple == 1
@@ -171,13 +173,54 @@ def alone_vs_batched(model: Embedder, batch: list[str]) -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("providers", ["cpu", "auto"])
-def test_static_int8_gives_a_text_the_same_vector_in_any_batch(minilm_static, providers):
+@pytest.mark.parametrize("providers, hint", [("cpu", None), ("auto", "f32"), ("auto", "bf16")])
+def test_static_int8_gives_a_text_the_same_vector_in_any_batch(minilm_static, providers, hint, monkeypatch):
+    if hint == "bf16" and not openvino_backend.cpu_has_bf16():
+        pytest.skip("no bf16 CPU (AVX512_BF16 or AMX)")
+    monkeypatch.setattr(openvino_backend, "cpu_has_bf16", lambda: hint == "bf16")
     model = Embedder(minilm_static, precision="int8", providers=providers)
     assert model.providers[0] == {"cpu": "CPUExecutionProvider", "auto": "OpenVINO"}[providers]
+    assert getattr(model.session, "precision_hint", None) == hint  # OpenVINO's float parts: bf16 where it can
     assert alone_vs_batched(model, mixed_texts()).min() >= 0.99999
     fp32 = Embedder(minilm_static, precision="fp32", providers="cpu").embed(mixed_texts())
-    assert cosines(model.embed(mixed_texts()), fp32).min() >= 0.99  # and it is close to fp32 on real weights
+    # close to fp32 on real weights, padded batches included (quantized attention products in bf16: 0.632)
+    assert cosines(model.embed(mixed_texts()), fp32).min() >= 0.99
+
+
+@pytest.mark.slow
+def test_static_int8_keeps_attention_products_float(minilm_static):
+    """The products of two activations (MiniLM's attention: 2 per layer) are not quantized, and the
+    manifest says so: OpenVINO may then run the float parts in bf16."""
+    import onnx
+
+    from export.static_int8 import activation_products
+
+    names = set(activation_products(onnx.load(str(minilm_static / "model.fp32.onnx"), load_external_data=False)))
+    assert len(names) == 12
+    model = onnx.load(str(minilm_static / "model.int8.onnx"))
+    producers = {out: node.op_type for node in model.graph.node for out in node.output}
+    products = [node for node in model.graph.node if node.name in names]
+    assert len(products) == 12
+    assert not any(producers.get(name) == "DequantizeLinear" for node in products for name in node.input)
+    assert sum(node.op_type == "DequantizeLinear" for node in model.graph.node) > 30  # the weights are int8
+    assert Embedder(minilm_static, precision="int8", providers="cpu").manifest.extra["int8"] == {
+        "scheme": "static", "float_attention": True}
+
+
+def test_openvino_runs_int8_float_parts_in_bf16_only_where_it_is_safe(monkeypatch):
+    from types import SimpleNamespace
+
+    static = SimpleNamespace(extra={"int8": {"scheme": "static", "float_attention": True}})
+    before = SimpleNamespace(extra={"int8": {"scheme": "static"}})  # attention products quantized
+    dynamic = SimpleNamespace(extra={"int8": {"scheme": "dynamic"}})
+    monkeypatch.setattr(openvino_backend, "cpu_has_bf16", lambda: True)
+    assert openvino_backend.inference_precision("int8", static) == "bf16"
+    assert openvino_backend.inference_precision("int8", before) == "f32"
+    assert openvino_backend.inference_precision("int8", dynamic) == "f32"
+    assert openvino_backend.inference_precision("fp32", static) == "f32"  # never bf16 for an fp32 request
+    assert openvino_backend.inference_precision("bf16", dynamic) == "bf16"
+    monkeypatch.setattr(openvino_backend, "cpu_has_bf16", lambda: False)
+    assert openvino_backend.inference_precision("int8", static) == "f32"
 
 
 @pytest.mark.slow
@@ -222,3 +265,13 @@ def test_info_says_which_engine_runs_each_precision(bundle, capsys):
     line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("runs here"))
     assert "auto: int8 on onnxruntime CPUExecutionProvider" in line
     assert "fp32: fp32 on onnxruntime CPUExecutionProvider" in line
+
+
+@pytest.mark.slow
+def test_info_says_openvino_runs_a_static_bundle(static_bundle, capsys):
+    from edge_embed.cli import main
+
+    assert main(["info", str(static_bundle("nomic-v15-tiny"))]) == 0
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("runs here"))
+    hint = "bf16" if openvino_backend.cpu_has_bf16() else "f32"
+    assert f"auto: int8 on OpenVINO ({hint} float parts)" in line
