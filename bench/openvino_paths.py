@@ -6,8 +6,9 @@ Model forward on the same padded int64 batches (16 x 128 tokens; 4 x 512), alter
 - onnxruntime: the bundle's dynamic int8, its fp32, and the static int8 bundle (--int8-scheme static,
   v1.5 only: NNCF cannot calibrate the sparse MoE graph);
 - OpenVINO: the fp32 model with the f32 hint and with bf16 (where the CPU has it), the static
-  int8 bundle's QDQ model, and `nncf.quantize` of the fp32 model (64 calibration texts, TRANSFORMER,
-  the peer a user would build themselves).
+  int8 bundle's QDQ model (f32 hint, and bf16 float parts as the runtime runs it where the CPU has
+  them), and `nncf.quantize` of the fp32 model (64 calibration texts, TRANSFORMER, the peer a user
+  would build themselves).
 End to end: `Embedder(bundle, precision="auto")` on the dynamic and on the static bundle (OpenVINO int8
 where it is installed) embedding texts (tokenizing included) against the
 NNCF OpenVINO model fed pre-tokenized, length-sorted batches of 16, on fixed 128-token texts and on
@@ -34,6 +35,7 @@ from checkpoints import MODELS, ensure_bundle, write_checkpoint  # noqa: E402
 from edge_embed import Embedder, openvino_backend  # noqa: E402
 from edge_embed.batching import pad  # noqa: E402
 from edge_embed.bench_texts import sentences  # noqa: E402
+from edge_embed.manifest import read_manifest  # noqa: E402
 from edge_embed.measure import alternating_rounds  # noqa: E402
 
 SHAPES = {"16x128": (16, 128), "4x512": (4, 512)}
@@ -123,6 +125,9 @@ def run_model(key: str, args) -> dict:
     if static is not None:
         forwards["ort-int8-static"] = ort_forward(static / "model.int8.onnx", args.threads)
         forwards["ov-int8-static"] = ov_forward(str(static / "model.int8.onnx"), args.threads, "f32")
+        hint = openvino_backend.inference_precision("int8", read_manifest(static))
+        if hint != "f32":  # what the runtime runs: the float parts in bf16 where the CPU has it
+            forwards[f"ov-int8-static-{hint}"] = ov_forward(str(static / "model.int8.onnx"), args.threads, hint)
         nncf_xml = nncf_int8(bundle / "model.fp32.onnx", tokenizer, model.manifest.prefixes, static)
         forwards["ov-nncf-int8"] = ov_forward(nncf_xml, args.threads, "bf16" if openvino_backend.cpu_has_bf16()
                                               else "f32")
