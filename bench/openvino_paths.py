@@ -3,16 +3,18 @@
     python bench/openvino_paths.py --work build/bench [--quick] [--model v15|v2moe|all] [--threads 2]
 
 Model forward on the same padded int64 batches (16 x 128 tokens; 4 x 512), alternating rounds:
-- onnxruntime: the bundle's dynamic int8, its fp32, and the static int8 bundle (--int8-scheme static,
-  v1.5 only: NNCF cannot calibrate the sparse MoE graph);
-- OpenVINO: the fp32 model with the f32 hint and with bf16 (where the CPU has it), the static
-  int8 bundle's QDQ model (f32 hint, and bf16 float parts as the runtime runs it where the CPU has
-  them), and `nncf.quantize` of the fp32 model (64 calibration texts, TRANSFORMER, the peer a user
-  would build themselves).
-End to end: `Embedder(bundle, precision="auto")` on the dynamic and on the static bundle (OpenVINO int8
-where it is installed) embedding texts (tokenizing included) against the
-NNCF OpenVINO model fed pre-tokenized, length-sorted batches of 16, on fixed 128-token texts and on
-mixed 16-512-token texts. Writes JSON to --out; prints tokens/s and ratios.
+- onnxruntime: the default bundle's dynamic int8 and fp32, and its static int8 model (v1.5 only: NNCF
+  cannot calibrate the sparse MoE graph, so v2-moe bundles have none);
+- OpenVINO: the fp32 model with the f32 hint and with bf16 (where the CPU has it), the static int8
+  model (f32 hint, and bf16 float parts as the runtime runs it where the CPU has them), and
+  `nncf.quantize` of the fp32 model (64 calibration texts, TRANSFORMER, the peer a user would build
+  themselves; cached in WORK/bundles/KEY-nncf).
+End to end: `Embedder(bundle, precision="auto")` (the default: OpenVINO's int8 where it is installed)
+and the same on onnxruntime (`providers="cpu"`: the dynamic int8 it replaces) embedding texts
+(tokenizing included) against the NNCF OpenVINO model fed pre-tokenized, length-sorted batches of 16,
+on fixed 128-token texts and on mixed 16-512-token texts. The int8 GEMM bound at the model's shapes on
+OpenVINO and onnxruntime (bench/openvino_gemm.py) and each int8 path's fraction of it at 16 x 128.
+Writes JSON to --out; prints tokens/s.
 """
 from __future__ import annotations
 
@@ -30,12 +32,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from checkpoints import MODELS, ensure_bundle, write_checkpoint  # noqa: E402
+from checkpoints import MODELS, ensure_bundle, full_config, write_checkpoint  # noqa: E402
+from openvino_gemm import int8_bounds  # noqa: E402
 
 from edge_embed import Embedder, openvino_backend  # noqa: E402
 from edge_embed.batching import pad  # noqa: E402
 from edge_embed.bench_texts import sentences  # noqa: E402
-from edge_embed.manifest import read_manifest  # noqa: E402
 from edge_embed.measure import alternating_rounds  # noqa: E402
 
 SHAPES = {"16x128": (16, 128), "4x512": (4, 512)}
@@ -109,26 +111,22 @@ def run_model(key: str, args) -> dict:
 
     model = Embedder(bundle, precision="fp32", providers="cpu")
     tokenizer = Tokenizer.from_file(str(bundle / "tokenizer.json"))
-    static = None
-    if key == "v15":
-        static = work / "bundles" / f"{key}-static"
-        if not (static / "edge_embed.json").exists():
-            from export.pipeline import ExportOptions, export_bundle
-
-            log(f"[bench] {key}: exporting the static int8 bundle (NNCF calibration, once)")
-            export_bundle(str(checkpoint), static, ExportOptions(int8_scheme="static", validate=False))
+    static = openvino_backend.static_int8_model(model.manifest)  # the default export's model for OpenVINO
     forwards = {"ort-int8-dynamic": ort_forward(bundle / "model.int8.onnx", args.threads),
                 "ort-fp32": ort_forward(bundle / "model.fp32.onnx", args.threads),
                 "ov-fp32": ov_forward(str(bundle / "model.fp32.onnx"), args.threads, "f32")}
     if openvino_backend.cpu_has_bf16():
         forwards["ov-bf16"] = ov_forward(str(bundle / "model.fp32.onnx"), args.threads, "bf16")
-    if static is not None:
-        forwards["ort-int8-static"] = ort_forward(static / "model.int8.onnx", args.threads)
-        forwards["ov-int8-static"] = ov_forward(str(static / "model.int8.onnx"), args.threads, "f32")
-        hint = openvino_backend.inference_precision("int8", read_manifest(static))
+    if static is not None:  # v1.5 (NNCF cannot calibrate the sparse MoE graph: v2-moe has none)
+        static_model = bundle / model.manifest.models[static][0]
+        forwards["ort-int8-static"] = ort_forward(static_model, args.threads)
+        forwards["ov-int8-static"] = ov_forward(str(static_model), args.threads, "f32")
+        hint = openvino_backend.inference_precision("int8", model.manifest)
         if hint != "f32":  # what the runtime runs: the float parts in bf16 where the CPU has it
-            forwards[f"ov-int8-static-{hint}"] = ov_forward(str(static / "model.int8.onnx"), args.threads, hint)
-        nncf_xml = nncf_int8(bundle / "model.fp32.onnx", tokenizer, model.manifest.prefixes, static)
+            forwards[f"ov-int8-static-{hint}"] = ov_forward(str(static_model), args.threads, hint)
+        cache = work / "bundles" / f"{key}-nncf"
+        cache.mkdir(parents=True, exist_ok=True)
+        nncf_xml = nncf_int8(bundle / "model.fp32.onnx", tokenizer, model.manifest.prefixes, cache)
         forwards["ov-nncf-int8"] = ov_forward(nncf_xml, args.threads, "bf16" if openvino_backend.cpu_has_bf16()
                                               else "f32")
     rng = np.random.default_rng(0)
@@ -140,12 +138,25 @@ def run_model(key: str, args) -> dict:
         result["forward_tokens_per_s"][shape] = rates(calls, ids.size, args.rounds)
         log(f"[bench] {key} forward {shape}: " + json.dumps({k: round(v) for k, v in
                                                              result["forward_tokens_per_s"][shape].items()}))
+    if static is not None:  # what fraction of the int8 GEMM bound each int8 path reaches at 16 x 128
+        bounds = int8_bounds(full_config(spec), args.threads, openvino_backend.inference_precision("int8",
+                                                                                                  model.manifest))
+        forward = result["forward_tokens_per_s"]["16x128"]
+        on_openvino = {name: "openvino_int8_gflops" for name in forward if name.startswith("ov-") and "int8" in name}
+        bounds["fraction_16x128"] = {
+            name: forward[name] * bounds["linear_flops_per_token"] / 1e9 / bounds[bound]
+            for name, bound in {**on_openvino, "ort-int8-dynamic": "onnxruntime_int8_gflops"}.items()}
+        result["int8_gemm_bound"] = bounds
+        log(f"[bench] {key} int8 GEMM bound (GFLOP/s): OpenVINO {bounds['openvino_int8_gflops']:.0f}, onnxruntime "
+            f"{bounds['onnxruntime_int8_gflops']:.0f}; fraction at 16x128: "
+            + json.dumps({k: round(v, 2) for k, v in bounds["fraction_16x128"].items()}))
     if "ov-nncf-int8" in forwards:
+        # the default: OpenVINO's int8 (the bundle's static model) where it is installed, batches padded by
+        # length buckets; and what it replaces, onnxruntime's dynamic int8 (what runs without OpenVINO)
         default = Embedder(bundle, precision="auto", threads=args.threads)
         result["default_path"] = repr(default)
-        # the static bundle's default path: OpenVINO int8 where it is installed, batches padded by length buckets
-        static_default = Embedder(static, precision="auto", threads=args.threads)
-        result["static_default_path"] = repr(static_default)
+        on_onnxruntime = Embedder(bundle, precision="auto", providers="cpu", threads=args.threads)
+        result["onnxruntime_path"] = repr(on_onnxruntime)
         n = 32 if args.quick else 128
         for workload, lengths in {"fixed128": [128] * n,
                                   "mixed16-512": rng.integers(16, 513, n).tolist()}.items():
@@ -154,8 +165,8 @@ def run_model(key: str, args) -> dict:
             batches = [pad(encoded[i:i + 16], 0) for i in range(0, len(encoded), 16)]
             peer = forwards["ov-nncf-int8"]
             tokens = sum(len(e) for e in encoded)
-            calls = {"edge-embed-auto": lambda t=texts: default.embed(t),
-                     "edge-embed-auto-static-bundle": lambda t=texts: static_default.embed(t),
+            calls = {"edge-embed-default": lambda t=texts: default.embed(t),
+                     "edge-embed-onnxruntime-dynamic": lambda t=texts: on_onnxruntime.embed(t),
                      "ov-nncf-int8-pretokenized": lambda b=batches, f=peer: [f({"input_ids": i, "attention_mask": m})
                                                                              for i, m in b]}
             result["end_to_end_tokens_per_s"][workload] = rates(calls, tokens, args.rounds)

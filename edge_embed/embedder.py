@@ -37,7 +37,7 @@ from edge_embed.session import (
     arena_shrinking_run,
     check_onnxruntime,
     create_session,
-    model_files,
+    model_key,
     release_freed_heap,
     resolve_path,
     resolve_precision,
@@ -90,8 +90,8 @@ class Embedder:
         The checksums (0.17 s for the v1.5 int8 bundle) are computed while onnxruntime builds the
         session; a missing or corrupted file is reported as such, whatever else failed meanwhile."""
         check_onnxruntime(self.manifest.requires_onnxruntime.get(self.precision), self.precision)
-        files = model_files(self.manifest, self.precision)
-        stored = "fp32" if self.precision == "bf16" else self.precision  # bf16 computes with the fp32 model
+        stored = model_key(self.manifest, self.precision, self.providers[0])
+        files = self.manifest.models[stored]
         check_model_references(self.bundle, self.manifest, stored)  # before onnxruntime opens it
         lean = lean_tokenizer_file(self.manifest)
         checked_files = [TOKENIZER_FILE, *([lean] if lean else []), *files]

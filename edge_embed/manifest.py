@@ -4,7 +4,7 @@ A bundle is a directory:
     edge_embed.json     this manifest
     tokenizer.json      Hugging Face tokenizers file (padding/truncation off)
     tokenizer.unigram.json  for Unigram vocabularies: the lean tokenizer's file, derived from tokenizer.json
-    model.fp32.onnx     and model.int8.onnx (+ model.fp16.onnx, external data files)
+    model.fp32.onnx     and model.int8.onnx (+ model.int8.static.onnx, model.fp16.onnx, external data files)
     validation.json     the export's parity report
 Every file is listed with its sha256; the runtime checks the ones it opens.
 """
@@ -32,6 +32,9 @@ MAX_HIDDEN = 1 << 16
 MAX_LENGTH = 1 << 20
 MAX_TOKEN_ID = (1 << 31) - 1
 MODEL_PRECISIONS = ("fp32", "int8", "fp16")
+# models' keys: the precisions, and a static int8 model beside a dynamic one (what OpenVINO runs as int8)
+STATIC_INT8_MODEL = "int8_static"
+MODEL_KEYS = (*MODEL_PRECISIONS, STATIC_INT8_MODEL)
 MAX_PREFIX = 4096  # characters; the real prefixes have 7 to 20
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -201,14 +204,14 @@ class Manifest:
             return f"max_length {self.max_length} is below 8 tokens"
         if not self.models or any(not files for files in self.models.values()):
             return "it lists no model file"
-        unknown = sorted(set(self.models) - set(MODEL_PRECISIONS))
+        unknown = sorted(set(self.models) - set(MODEL_KEYS))
         if unknown:
-            return f"models {unknown} are not among the precisions {list(MODEL_PRECISIONS)}"
+            return f"models {unknown} are not among {list(MODEL_KEYS)}"
         unlisted = [f for files in self.models.values() for f in files if f not in self.files]
         if unlisted or TOKENIZER_FILE not in self.files:
             return f"no checksum for {', '.join(unlisted or [TOKENIZER_FILE])}"
         # the informational sections the runtime reads to choose an engine (openvino_backend)
-        for section, key in (("int8", "scheme"), ("moe", "mode")):
+        for section, key in (("int8", "scheme"), (STATIC_INT8_MODEL, "scheme"), ("moe", "mode")):
             value = self.extra.get(section)
             if value is not None and not (isinstance(value, dict) and isinstance(value.get(key, ""), str)):
                 return f"{section} is {value!r:.60}, not an object with a text {key!r}"

@@ -5,7 +5,8 @@ OpenVINO's own runtime reads the bundle's ONNX files as they are (no conversion 
 - fp32: model.fp32.onnx with INFERENCE_PRECISION_HINT=f32 (OpenVINO's default on CPUs with
   AVX512_BF16 or AMX is bf16, which an fp32 request must never get silently);
 - bf16: model.fp32.onnx with the bf16 hint, asked for by name, only on CPUs that have it;
-- int8: a bundle's static (QDQ) model.int8.onnx, which OpenVINO runs as int8, in batches padded by
+- int8: a bundle's static (QDQ) int8 model (model.int8.static.onnx beside the dynamic model.int8.onnx,
+  or model.int8.onnx of a --int8-scheme static bundle), which OpenVINO runs as int8, in batches padded by
   length buckets (edge_embed.batching: a text's vector does not depend on its batch), its float parts
   (attention, layer norms, activations) in bf16 where the CPU has it and the bundle's attention products
   are float (see inference_precision). A dynamic-int8 model it would turn back into float arithmetic
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_embed.errors import BundleError, InputError
+from edge_embed.manifest import STATIC_INT8_MODEL
 
 OPENVINO = "OpenVINO"  # what Embedder.providers[0] says when this path runs
 INSTALL_HINT = "pip install 'edge-embed[openvino]'"
@@ -61,8 +63,9 @@ def inference_precision(precision: str, manifest) -> str:
     which bf16 broke on padded batches (MiniLM min cosine 0.632): f32 for them. "f32" otherwise."""
     if precision == "bf16":
         return "bf16"
-    float_attention = (manifest.extra.get("int8") or {}).get("float_attention") is True
-    if precision == "int8" and int8_scheme(manifest) == STATIC_INT8 and float_attention and cpu_has_bf16():
+    static = static_int8_model(manifest)
+    float_attention = static is not None and (manifest.extra.get(static) or {}).get("float_attention") is True
+    if precision == "int8" and float_attention and cpu_has_bf16():
         return "bf16"
     return "f32"
 
@@ -72,11 +75,21 @@ def fused_moe(manifest) -> bool:
     return (manifest.extra.get("moe") or {}).get("mode") == "fused"
 
 
+def static_int8_model(manifest) -> str | None:
+    """The manifest's models key of the bundle's static int8 model: "int8_static" beside a dynamic int8
+    (the export default for dense models), "int8" in a --int8-scheme static bundle, else None."""
+    if STATIC_INT8_MODEL in manifest.models:
+        return STATIC_INT8_MODEL
+    if "int8" in manifest.models and int8_scheme(manifest) == STATIC_INT8:
+        return "int8"
+    return None
+
+
 def runs_on_openvino(precision: str, manifest) -> bool:
     """Whether OpenVINO can run this precision of this bundle as it should (see the module doc)."""
     if fused_moe(manifest):
         return False
-    return precision in ("fp32", "bf16") or (precision == "int8" and int8_scheme(manifest) == STATIC_INT8)
+    return precision in ("fp32", "bf16") or (precision == "int8" and static_int8_model(manifest) is not None)
 
 
 def auto_takes_openvino(precision: str, manifest) -> bool:
@@ -90,7 +103,7 @@ def auto_takes_openvino(precision: str, manifest) -> bool:
     providers="openvino"."""
     if fused_moe(manifest):
         return False
-    return precision == "bf16" or (precision == "int8" and int8_scheme(manifest) == STATIC_INT8)
+    return precision == "bf16" or (precision == "int8" and static_int8_model(manifest) is not None)
 
 
 def check_request(precision: str, manifest, openvino_requested: bool) -> None:
@@ -117,8 +130,8 @@ def check_request(precision: str, manifest, openvino_requested: bool) -> None:
                              "OpenVINO cannot convert: use providers='cpu', or re-export with --moe sparse")
         if not runs_on_openvino(precision, manifest):
             raise InputError(f"this bundle's int8 model uses the {int8_scheme(manifest)!r} scheme, which OpenVINO "
-                             "turns back into float (slower than onnxruntime): re-export with --int8-scheme static, "
-                             "or use providers='cpu'")
+                             "turns back into float (slower than onnxruntime), and it has no static int8 model: "
+                             "re-export it (the default --int8-scheme auto writes one), or use providers='cpu'")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from edge_embed import openvino_backend
 from edge_embed.errors import BundleError, InputError
+from edge_embed.manifest import MODEL_PRECISIONS
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "ROCMExecutionProvider", "DmlExecutionProvider")
 PRECISIONS = ("auto", "int8", "fp32", "fp16", "bf16")  # bf16: the fp32 model on OpenVINO, by name only
@@ -51,9 +52,8 @@ def resolve_path(providers: str | list[str], precision: str, manifest) -> tuple[
     wants_openvino = providers == "openvino"
     chosen = [openvino_backend.OPENVINO] if wants_openvino else resolve_providers(providers)
     if wants_openvino and precision == "auto":  # its fastest: static int8, else fp32
-        static = "int8" in manifest.models and openvino_backend.int8_scheme(manifest) == openvino_backend.STATIC_INT8
-        precision = "int8" if static else "fp32"
-    precision = resolve_precision(precision, chosen, list(manifest.models))
+        precision = "int8" if openvino_backend.static_int8_model(manifest) else "fp32"
+    precision = resolve_precision(precision, chosen, [key for key in manifest.models if key in MODEL_PRECISIONS])
     openvino_backend.check_request(precision, manifest, wants_openvino)
     on_cpu = chosen[0] == "CPUExecutionProvider"
     if precision == "bf16" and providers not in ("auto", "openvino"):
@@ -64,9 +64,14 @@ def resolve_path(providers: str | list[str], precision: str, manifest) -> tuple[
     return chosen, precision
 
 
-def model_files(manifest, precision: str) -> list[str]:
-    """The bundle files a precision runs (bf16: the fp32 model, computed in bf16)."""
-    return manifest.models["fp32" if precision == "bf16" else precision]
+def model_key(manifest, precision: str, provider: str) -> str:
+    """The manifest's models key of what a precision runs on a provider: bf16 computes with the fp32
+    model; int8 on OpenVINO is the static model (a dynamic one OpenVINO would run as float)."""
+    if precision == "bf16":
+        return "fp32"
+    if precision == "int8" and provider == openvino_backend.OPENVINO:
+        return openvino_backend.static_int8_model(manifest) or precision
+    return precision
 
 
 def resolve_precision(precision: str, providers: list[str], bundled: list[str]) -> str:

@@ -1,6 +1,7 @@
 """The export pipeline: checkpoint -> torch model -> fp32 ONNX -> int8 ONNX -> validated bundle."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import tempfile
@@ -14,6 +15,7 @@ import torch
 import edge_embed
 from edge_embed.errors import InputError
 from edge_embed.manifest import (
+    STATIC_INT8_MODEL,
     TOKENIZER_FILE,
     Manifest,
     Matryoshka,
@@ -44,7 +46,7 @@ class ExportOptions:
     rotary_scaling_factor: float | None = None  # None: config.json's, or v1.5's default (families.py)
     rotary_scaling_default: bool = True  # False: no default factor for v1.5 (as its config.json says)
     int8: bool = True
-    int8_scheme: str = "dynamic"  # or "blockwise" (export/quantize.py)
+    int8_scheme: str = "auto"  # dynamic + static for OpenVINO (dense models); "dynamic", "blockwise", "static"
     fp16: bool = False  # for GPU bundles
     validate: bool = True
     revision: str | None = None
@@ -107,7 +109,7 @@ def check_options(options: ExportOptions, family: families.Family, config: dict)
         raise InputError("the static int8 scheme is not available for MoE checkpoints: NNCF 3.4 cannot calibrate "
                          "the sparse MoE graph (its SmoothQuant finds no static shape for an expert MatMul; "
                          "without it, experts that no calibration token reaches get no ranges); "
-                         "use --int8-scheme dynamic (the default)")
+                         "use --int8-scheme auto (the default: dynamic for MoE) or dynamic")
     if options.min_dim is not None and not 1 <= options.min_dim <= hidden:
         raise InputError(f"min dim must be from 1 to the model's width {hidden}, not {options.min_dim}")
     if options.max_length is not None:
@@ -174,9 +176,16 @@ def _export(src: str, source: Path, out: Path, config: dict, family: families.Fa
                 multilingual=family is families.V2_MOE)
             log(f"[export] static int8 ONNX written ({_megabytes(staging, models['int8'])} MB)")
         elif options.int8:
+            auto = options.int8_scheme == "auto"
             models["int8"] = quantize_int8(staging / "model.fp32.onnx", staging / "model.int8.onnx",
-                                           scheme=options.int8_scheme)
+                                           scheme="dynamic" if auto else options.int8_scheme)
             log(f"[export] int8 ONNX written ({_megabytes(staging, models['int8'])} MB)")
+            if auto and family is not families.V2_MOE and _static_int8_available():
+                models[STATIC_INT8_MODEL] = quantize_static_int8(
+                    staging / "model.fp32.onnx", staging / "model.int8.static.onnx", staging / TOKENIZER_FILE,
+                    families.prefixes(family, source), _max_length(options, config, source), multilingual=False)
+                log(f"[export] static int8 ONNX for OpenVINO written "
+                    f"({_megabytes(staging, models[STATIC_INT8_MODEL])} MB)")
         if options.fp16:
             models["fp16"] = convert_fp16(staging / "model.fp32.onnx", staging / "model.fp16.onnx")
             log(f"[export] fp16 ONNX written ({_megabytes(staging, models['fp16'])} MB)")
@@ -194,17 +203,33 @@ def _export(src: str, source: Path, out: Path, config: dict, family: families.Fa
             raise ValidationError(f"validation failed, no bundle written: {report['int8_failed']}. Try "
                                   "--int8-scheme blockwise, lower --int8-min-cosine, or pass --int8-on-failure omit "
                                   "to write the bundle without int8")
-        if report.get("int8_failed"):
-            for name in models.pop("int8"):
+        dropped = [key for key in ("int8", STATIC_INT8_MODEL) if key in models and report.get(f"{key}_failed")]
+        if report.get("int8_failed") and STATIC_INT8_MODEL in models:
+            dropped.append(STATIC_INT8_MODEL)  # (a bundle has no static int8 model without a dynamic one)
+        for key in dict.fromkeys(dropped):
+            for name in models.pop(key):
                 (staging / name).unlink()
+        if dropped:
             manifest = _manifest(family, config, source, source_record(src, source, options.revision), staging,
                                  models, options, pad_id, pooling)
             write_manifest(staging, manifest)
+        if report.get("int8_failed"):
             report["int8_omitted"] = report["int8_failed"]
             log(f"[export] WARNING: THE BUNDLE HAS NO INT8 MODEL: {report['int8_failed']}")
+        elif STATIC_INT8_MODEL in dropped:  # the dynamic int8 serves; OpenVINO then runs fp32 or bf16
+            report["int8_static_omitted"] = report["int8_static_failed"]
+            log(f"[export] WARNING: no static int8 model for OpenVINO: {report['int8_static_failed']}")
         (staging / "validation.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         install_bundle(staging, out, manifest.files)
     return report
+
+
+def _static_int8_available() -> bool:
+    """NNCF (the export extra) calibrates the static model; without it the bundle has the dynamic one only."""
+    if importlib.util.find_spec("nncf") is None:
+        log("[export] NNCF is not installed: no static int8 model for OpenVINO (pip install 'edge-embed[export]')")
+        return False
+    return True
 
 
 def source_record(src: str, source: Path, revision: str | None) -> dict:
@@ -246,9 +271,11 @@ def _manifest(family, config, source: Path, record: dict, staging, models, optio
                   "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
     }
     if "int8" in models:
-        extra["int8"] = {"scheme": options.int8_scheme}
+        extra["int8"] = {"scheme": "dynamic" if options.int8_scheme == "auto" else options.int8_scheme}
         if options.int8_scheme == "static":  # (export/static_int8.py) OpenVINO may run its float parts in bf16
             extra["int8"]["float_attention"] = True
+    if STATIC_INT8_MODEL in models:
+        extra[STATIC_INT8_MODEL] = {"scheme": "static", "float_attention": True}
     if family is not families.BERT:
         extra["rotary"] = {
             "base": rotary_base(config),

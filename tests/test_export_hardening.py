@@ -98,7 +98,8 @@ def _whole_bundle(out: Path) -> dict:
     manifest = read_manifest(out)
     verify_files(out, manifest, list(manifest.files))
     report = json.loads((out / "validation.json").read_text())
-    omitted = {"int8"} if "int8_omitted" in report else set()  # its figures stay, to say why
+    omitted = {"int8", "int8_static"} if "int8_omitted" in report else set()  # its figures stay, to say why
+    omitted |= {"int8_static"} if "int8_static_omitted" in report else set()
     assert sorted(set(report["precisions"]) - omitted) == sorted(manifest.models)  # the report is this bundle's
     assert not list(out.glob(STAGING_PREFIX + "*"))
     return json.loads((out / MANIFEST_NAME).read_text())
@@ -114,7 +115,7 @@ def test_two_exports_to_one_out_at_once_leave_one_whole_bundle(checkpoint, tmp_p
         output, _ = process.communicate(timeout=600)
         assert process.returncode == 0, output
     manifest = _whole_bundle(out)
-    expected = {8: ["fp32"], 16: ["fp32", "int8"]}[manifest["matryoshka"]["min_dim"]]
+    expected = {8: ["fp32"], 16: ["fp32", "int8", "int8_static"]}[manifest["matryoshka"]["min_dim"]]
     assert sorted(manifest["models"]) == expected
     Embedder(out, precision="fp32").embed(["one whole bundle"])
 
