@@ -93,17 +93,17 @@ def runs_on_openvino(precision: str, manifest) -> bool:
 
 
 def auto_takes_openvino(precision: str, manifest) -> bool:
-    """providers="auto": OpenVINO for bf16, which only it runs, and for a static int8 model, which
-    onnxruntime runs at about its fp32 speed (full-size v1.5: 0.24x its dynamic int8) and OpenVINO as
-    int8 (4-5x that). Its int8 gives a text the same vector in any batch because its batches are padded
-    by length buckets (BatchLimits.pad_multiple; without them, MiniLM alone vs in a batch of 64: min
-    cosine 0.99973). fp32 stays on onnxruntime: OpenVINO's fp32 was about as fast (about 1.05x) while
-    a long-running process on it grew with the batch shapes it met (the server's load test: 208 -> 254
-    MB over 2,000 requests, against a flat onnxruntime). fp32 runs there when asked for with
-    providers="openvino"."""
+    """providers="auto": OpenVINO for bf16, which only it runs, and for a --int8-scheme static bundle,
+    whose one int8 model onnxruntime runs at about its fp32 speed (full-size v1.5: 0.24x its dynamic
+    int8). A bundle with both int8 models stays on onnxruntime's dynamic one: on varied traffic
+    (full-size v1.5, calls of 1-32 texts of 4-200 words) OpenVINO's int8 held 900-1,024 MB of RSS over
+    1,000 calls against onnxruntime's flat 401-403 MB, for 0.88 s a call against 0.92 (each new batch
+    shape costs it a compilation; with its per-shape cache off: 1.21 s, 880 MB); its 1.36x shows on
+    repeated shapes (BENCHMARKS.md). It runs when asked for with providers="openvino", as fp32 does
+    (about as fast as onnxruntime, and it grew with the shapes a long-running process met)."""
     if fused_moe(manifest):
         return False
-    return precision == "bf16" or (precision == "int8" and static_int8_model(manifest) is not None)
+    return precision == "bf16" or (precision == "int8" and static_int8_model(manifest) == "int8")
 
 
 def check_request(precision: str, manifest, openvino_requested: bool) -> None:
@@ -131,7 +131,7 @@ def check_request(precision: str, manifest, openvino_requested: bool) -> None:
         if not runs_on_openvino(precision, manifest):
             raise InputError(f"this bundle's int8 model uses the {int8_scheme(manifest)!r} scheme, which OpenVINO "
                              "turns back into float (slower than onnxruntime), and it has no static int8 model: "
-                             "re-export it (the default --int8-scheme auto writes one), or use providers='cpu'")
+                             "re-export it with --int8-scheme both (or static), or use providers='cpu'")
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ class ExportOptions:
     rotary_scaling_factor: float | None = None  # None: config.json's, or v1.5's default (families.py)
     rotary_scaling_default: bool = True  # False: no default factor for v1.5 (as its config.json says)
     int8: bool = True
-    int8_scheme: str = "auto"  # dynamic + static for OpenVINO (dense models); "dynamic", "blockwise", "static"
+    int8_scheme: str = "dynamic"  # or "blockwise", "static", "both" (dynamic + static for OpenVINO, dense models)
     fp16: bool = False  # for GPU bundles
     validate: bool = True
     revision: str | None = None
@@ -109,7 +109,7 @@ def check_options(options: ExportOptions, family: families.Family, config: dict)
         raise InputError("the static int8 scheme is not available for MoE checkpoints: NNCF 3.4 cannot calibrate "
                          "the sparse MoE graph (its SmoothQuant finds no static shape for an expert MatMul; "
                          "without it, experts that no calibration token reaches get no ranges); "
-                         "use --int8-scheme auto (the default: dynamic for MoE) or dynamic")
+                         "use --int8-scheme dynamic (the default)")
     if options.min_dim is not None and not 1 <= options.min_dim <= hidden:
         raise InputError(f"min dim must be from 1 to the model's width {hidden}, not {options.min_dim}")
     if options.max_length is not None:
@@ -176,11 +176,11 @@ def _export(src: str, source: Path, out: Path, config: dict, family: families.Fa
                 multilingual=family is families.V2_MOE)
             log(f"[export] static int8 ONNX written ({_megabytes(staging, models['int8'])} MB)")
         elif options.int8:
-            auto = options.int8_scheme == "auto"
+            both = options.int8_scheme == "both"
             models["int8"] = quantize_int8(staging / "model.fp32.onnx", staging / "model.int8.onnx",
-                                           scheme="dynamic" if auto else options.int8_scheme)
+                                           scheme="dynamic" if both else options.int8_scheme)
             log(f"[export] int8 ONNX written ({_megabytes(staging, models['int8'])} MB)")
-            if auto and family is not families.V2_MOE and _static_int8_available():
+            if both and family is not families.V2_MOE and _static_int8_available():
                 models[STATIC_INT8_MODEL] = quantize_static_int8(
                     staging / "model.fp32.onnx", staging / "model.int8.static.onnx", staging / TOKENIZER_FILE,
                     families.prefixes(family, source), _max_length(options, config, source), multilingual=False)
@@ -271,7 +271,7 @@ def _manifest(family, config, source: Path, record: dict, staging, models, optio
                   "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
     }
     if "int8" in models:
-        extra["int8"] = {"scheme": "dynamic" if options.int8_scheme == "auto" else options.int8_scheme}
+        extra["int8"] = {"scheme": "dynamic" if options.int8_scheme == "both" else options.int8_scheme}
         if options.int8_scheme == "static":  # (export/static_int8.py) OpenVINO may run its float parts in bf16
             extra["int8"]["float_attention"] = True
     if STATIC_INT8_MODEL in models:

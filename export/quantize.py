@@ -54,7 +54,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, keep: tuple[str, ...] = KEEP
     its batch-mates. "blockwise": the weight MatMuls as MatMulNBits (8-bit weights and int8
     activations, both with one scale per block of the inner dimension, per row): slower, about
     ten times closer to fp32, and a text gives (nearly) the same vector in any batch."""
-    if scheme not in INT8_SCHEMES or scheme in ("auto", "static"):  # (static: export/static_int8.py)
+    if scheme not in INT8_SCHEMES or scheme in ("both", "static"):  # (static: export/static_int8.py)
         raise ValueError(f"int8 scheme must be one of {INT8_SCHEMES}, not {scheme!r}")
     model = onnx.load(os.fspath(fp32_path))
     big = needs_external_data(model)

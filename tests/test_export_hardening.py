@@ -115,7 +115,7 @@ def test_two_exports_to_one_out_at_once_leave_one_whole_bundle(checkpoint, tmp_p
         output, _ = process.communicate(timeout=600)
         assert process.returncode == 0, output
     manifest = _whole_bundle(out)
-    expected = {8: ["fp32"], 16: ["fp32", "int8", "int8_static"]}[manifest["matryoshka"]["min_dim"]]
+    expected = {8: ["fp32"], 16: ["fp32", "int8"]}[manifest["matryoshka"]["min_dim"]]
     assert sorted(manifest["models"]) == expected
     Embedder(out, precision="fp32").embed(["one whole bundle"])
 

@@ -32,10 +32,10 @@ def static_bundle(checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def dynamic_bundle(checkpoint, tmp_path_factory):
-    """nomic-v15-tiny with --int8-scheme dynamic: no static model beside the dynamic one."""
-    out = tmp_path_factory.mktemp("dynamic-v15")
-    export_bundle(str(checkpoint("nomic-v15-tiny")), out, ExportOptions(int8_scheme="dynamic"))
+def both_bundle(checkpoint, tmp_path_factory):
+    """nomic-v15-tiny with --int8-scheme both: the dynamic int8 model and a static one beside it."""
+    out = tmp_path_factory.mktemp("both-v15")
+    export_bundle(str(checkpoint("nomic-v15-tiny")), out, ExportOptions(int8_scheme="both"))
     return out
 
 
@@ -94,24 +94,27 @@ def test_static_int8_matches_reference(static_bundle, name, providers):
 
 
 @pytest.mark.slow
-def test_auto_runs_static_int8_on_openvino_and_the_rest_on_onnxruntime(static_bundle, bundle, dynamic_bundle):
+def test_auto_runs_static_int8_on_openvino_and_the_rest_on_onnxruntime(static_bundle, bundle, both_bundle):
     static = Embedder(static_bundle("nomic-v15-tiny"))  # onnxruntime runs QDQ at about its fp32 speed
     assert (static.precision, static.providers[0]) == ("int8", "OpenVINO")
     assert static.batch_limits.pad_multiple == 16  # its batches padded by length buckets
     hint = "bf16" if openvino_backend.cpu_has_bf16() else "f32"  # for its float parts
     assert static.session.precision_hint == hint and f"inference_precision='{hint}'" in repr(static)
-    # the default export: a dynamic model for onnxruntime and a static one, which OpenVINO runs
-    default = Embedder(bundle("nomic-v15-tiny"))
-    assert (default.precision, default.providers[0], default.session.precision_hint) == ("int8", "OpenVINO", hint)
-    on_ort = Embedder(bundle("nomic-v15-tiny"), providers="cpu")
+    # --int8-scheme both: auto keeps onnxruntime's dynamic model (memory, varied shapes); OpenVINO, asked
+    # for, runs the static model beside it
+    assert sorted(Embedder(both_bundle, precision="fp32", providers="cpu").manifest.models) == [
+        "fp32", "int8", "int8_static"]
+    on_ort = Embedder(both_bundle)
     assert (on_ort.precision, on_ort.providers[0]) == ("int8", "CPUExecutionProvider")
-    assert "DynamicQuantizeLinear" in onnx_ops(bundle("nomic-v15-tiny") / "model.int8.onnx")
-    assert "DynamicQuantizeLinear" not in onnx_ops(bundle("nomic-v15-tiny") / "model.int8.static.onnx")
-    # the static model beside the dynamic one is close to it and to fp32, and batch-independent
+    on_openvino = Embedder(both_bundle, providers="openvino")
+    assert (on_openvino.precision, on_openvino.session.precision_hint) == ("int8", hint)
+    assert "DynamicQuantizeLinear" in onnx_ops(both_bundle / "model.int8.onnx")
+    assert "DynamicQuantizeLinear" not in onnx_ops(both_bundle / "model.int8.static.onnx")
+    # the static model beside the dynamic one is close to it, and batch-independent
     lines = texts("nomic-v15-tiny")
-    assert cosines(default.embed(lines), on_ort.embed(lines)).min() >= 0.99
-    assert np.array_equal(default.embed(lines)[:1], default.embed(lines[:1]))
-    dynamic = Embedder(dynamic_bundle)
+    assert cosines(on_openvino.embed(lines), on_ort.embed(lines)).min() >= 0.99
+    assert np.array_equal(on_openvino.embed(lines)[:1], on_openvino.embed(lines[:1]))
+    dynamic = Embedder(bundle("nomic-v15-tiny"))
     assert (dynamic.precision, dynamic.providers[0]) == ("int8", "CPUExecutionProvider")
     assert dynamic.batch_limits.pad_multiple == 1
     fp32 = Embedder(bundle("nomic-v15-tiny"), precision="fp32")
@@ -125,8 +128,8 @@ def test_auto_runs_static_int8_on_openvino_and_the_rest_on_onnxruntime(static_bu
     assert cosines(got, on_ort.embed(texts("nomic-v15-tiny"))).min() >= 0.9999
 
 
-def test_openvino_refuses_a_dynamic_int8_model(dynamic_bundle):
-    manifest = Embedder(dynamic_bundle, precision="fp32", providers="cpu").manifest
+def test_openvino_refuses_a_dynamic_int8_model(bundle):
+    manifest = Embedder(bundle("nomic-v15-tiny"), precision="fp32", providers="cpu").manifest
     with pytest.raises(InputError, match="has no static int8 model"):
         resolve_path("openvino", "int8", manifest)
     assert resolve_path("openvino", "auto", manifest) == (["OpenVINO"], "fp32")  # its fastest for this bundle
@@ -288,20 +291,20 @@ def test_one_openvino_session_serves_many_threads(bundle):
     np.testing.assert_allclose(np.concatenate(shared), np.concatenate(serial), atol=1e-6)
 
 
-def test_info_says_which_engine_runs_each_precision(dynamic_bundle, capsys):
+def test_info_says_which_engine_runs_each_precision(bundle, capsys):
     from edge_embed.cli import main
 
-    assert main(["info", str(dynamic_bundle)]) == 0
+    assert main(["info", str(bundle("nomic-v15-tiny"))]) == 0
     line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("runs here"))
     assert "auto: int8 on onnxruntime CPUExecutionProvider" in line
     assert "fp32: fp32 on onnxruntime CPUExecutionProvider" in line
 
 
-@pytest.mark.parametrize("scheme", ["auto", "static"])
-def test_info_says_openvino_runs_a_static_model(static_bundle, bundle, capsys, scheme):
+@pytest.mark.slow
+def test_info_says_openvino_runs_a_static_bundle(static_bundle, capsys):
     from edge_embed.cli import main
 
-    assert main(["info", str(bundle("nomic-v15-tiny") if scheme == "auto" else static_bundle("nomic-v15-tiny"))]) == 0
+    assert main(["info", str(static_bundle("nomic-v15-tiny"))]) == 0
     line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("runs here"))
     hint = "bf16" if openvino_backend.cpu_has_bf16() else "f32"
     assert f"auto: int8 on OpenVINO ({hint} float parts)" in line
