@@ -58,9 +58,10 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
 def inference_precision(precision: str, manifest) -> str:
     """OpenVINO's INFERENCE_PRECISION_HINT for this precision of this bundle: "bf16" when asked for by
     name, and for the float parts of a static int8 model exported with its attention products in float
-    (manifest int8.float_attention) on a CPU with bf16: full-size v1.5 1.16x the f32 hint, MiniLM STS-B
-    and SciFact unchanged (README). Static int8 bundles from before that quantized attention's products,
-    which bf16 broke on padded batches (MiniLM min cosine 0.632): f32 for them. "f32" otherwise."""
+    (float_attention in the manifest's section of that model) on a CPU with bf16: full-size v1.5
+    1.14-1.17x the f32 hint, MiniLM STS-B and SciFact unchanged (README). Static int8 bundles from
+    before quantized attention's products, which bf16 broke on padded batches (MiniLM min cosine
+    0.632): f32 for them. "f32" otherwise."""
     if precision == "bf16":
         return "bf16"
     static = static_int8_model(manifest)
@@ -77,7 +78,7 @@ def fused_moe(manifest) -> bool:
 
 def static_int8_model(manifest) -> str | None:
     """The manifest's models key of the bundle's static int8 model: "int8_static" beside a dynamic int8
-    (the export default for dense models), "int8" in a --int8-scheme static bundle, else None."""
+    (--int8-scheme both), "int8" in a --int8-scheme static bundle, else None."""
     if STATIC_INT8_MODEL in manifest.models:
         return STATIC_INT8_MODEL
     if "int8" in manifest.models and int8_scheme(manifest) == STATIC_INT8:

@@ -180,7 +180,9 @@ def _export(src: str, source: Path, out: Path, config: dict, family: families.Fa
             models["int8"] = quantize_int8(staging / "model.fp32.onnx", staging / "model.int8.onnx",
                                            scheme="dynamic" if both else options.int8_scheme)
             log(f"[export] int8 ONNX written ({_megabytes(staging, models['int8'])} MB)")
-            if both and family is not families.V2_MOE and _static_int8_available():
+            if both and family is families.V2_MOE:
+                log("[export] no static int8 model for MoE checkpoints (NNCF cannot calibrate the sparse MoE graph)")
+            elif both and _static_int8_available():
                 models[STATIC_INT8_MODEL] = quantize_static_int8(
                     staging / "model.fp32.onnx", staging / "model.int8.static.onnx", staging / TOKENIZER_FILE,
                     families.prefixes(family, source), _max_length(options, config, source), multilingual=False)

@@ -165,6 +165,13 @@ def test_cpu_flags_for_bf16():
     assert not openvino_backend.cpu_has_bf16("flags : fpu sse2 avx2 fma avx512f avx512_vnni\n")
 
 
+def test_both_schemes_for_a_moe_checkpoint_write_the_dynamic_model_only(checkpoint, tmp_path, capsys):
+    export_bundle(str(checkpoint("nomic-v2moe-tiny")), tmp_path / "b", ExportOptions(int8_scheme="both"))
+    assert "no static int8 model for MoE" in capsys.readouterr().err
+    model = Embedder(tmp_path / "b", precision="fp32", providers="cpu")
+    assert sorted(model.manifest.models) == ["fp32", "int8"] and model.manifest.extra["int8"]["scheme"] == "dynamic"
+
+
 def test_static_int8_export_refuses_moe_checkpoints(checkpoint, tmp_path):
     with pytest.raises(InputError, match="not available for MoE"):
         export_bundle(str(checkpoint("nomic-v2moe-tiny")), tmp_path / "b", ExportOptions(int8_scheme="static"))
