@@ -119,17 +119,18 @@ def run_model(key: str, args) -> dict:
 
             log(f"[bench] {key}: exporting the --int8-scheme both bundle (NNCF calibration, once)")
             export_bundle(str(checkpoint), both, ExportOptions(int8_scheme="both"))
-        static = openvino_backend.static_int8_model(read_manifest(both))
+        both_manifest = read_manifest(both)
+        static = openvino_backend.static_int8_model(both_manifest)
     forwards = {"ort-int8-dynamic": ort_forward(bundle / "model.int8.onnx", args.threads),
                 "ort-fp32": ort_forward(bundle / "model.fp32.onnx", args.threads),
                 "ov-fp32": ov_forward(str(bundle / "model.fp32.onnx"), args.threads, "f32")}
     if openvino_backend.cpu_has_bf16():
         forwards["ov-bf16"] = ov_forward(str(bundle / "model.fp32.onnx"), args.threads, "bf16")
     if static is not None:  # v1.5 (NNCF cannot calibrate the sparse MoE graph: v2-moe has none)
-        static_model = both / read_manifest(both).models[static][0]
+        static_model = both / both_manifest.models[static][0]
         forwards["ort-int8-static"] = ort_forward(static_model, args.threads)
         forwards["ov-int8-static"] = ov_forward(str(static_model), args.threads, "f32")
-        hint = openvino_backend.inference_precision("int8", read_manifest(both))
+        hint = openvino_backend.inference_precision("int8", both_manifest)
         if hint != "f32":  # what the runtime runs: the float parts in bf16 where the CPU has it
             forwards[f"ov-int8-static-{hint}"] = ov_forward(str(static_model), args.threads, hint)
         cache = work / "bundles" / f"{key}-nncf"
@@ -147,8 +148,7 @@ def run_model(key: str, args) -> dict:
         log(f"[bench] {key} forward {shape}: " + json.dumps({k: round(v) for k, v in
                                                              result["forward_tokens_per_s"][shape].items()}))
     if static is not None:  # what fraction of the int8 GEMM bound each int8 path reaches at 16 x 128
-        bounds = int8_bounds(full_config(spec), args.threads, openvino_backend.inference_precision(
-            "int8", read_manifest(both)))
+        bounds = int8_bounds(full_config(spec), args.threads, hint)
         forward = result["forward_tokens_per_s"]["16x128"]
         on_openvino = {name: "openvino_int8_gflops" for name in forward if name.startswith("ov-") and "int8" in name}
         bounds["fraction_16x128"] = {

@@ -205,10 +205,11 @@ def _export(src: str, source: Path, out: Path, config: dict, family: families.Fa
             raise ValidationError(f"validation failed, no bundle written: {report['int8_failed']}. Try "
                                   "--int8-scheme blockwise, lower --int8-min-cosine, or pass --int8-on-failure omit "
                                   "to write the bundle without int8")
-        dropped = [key for key in ("int8", STATIC_INT8_MODEL) if key in models and report.get(f"{key}_failed")]
-        if report.get("int8_failed") and STATIC_INT8_MODEL in models:
-            dropped.append(STATIC_INT8_MODEL)  # (a bundle has no static int8 model without a dynamic one)
-        for key in dict.fromkeys(dropped):
+        # a failed dynamic int8 takes the static one with it: no bundle has a static model without a dynamic one
+        failed = (["int8", STATIC_INT8_MODEL] if report.get("int8_failed")
+                  else [STATIC_INT8_MODEL] if report.get(f"{STATIC_INT8_MODEL}_failed") else [])
+        dropped = [key for key in failed if key in models]
+        for key in dropped:
             for name in models.pop(key):
                 (staging / name).unlink()
         if dropped:
