@@ -119,10 +119,11 @@ def export_source_digest() -> str:
 
 
 def ensure_bundle(spec: ModelSpec, checkpoint: Path, bundle: Path, moe: str | None,
-                  force: bool = False, reuse: bool = False, log=print) -> dict:
-    """Export CHECKPOINT to BUNDLE with export_bundle. A cached bundle is used when it was made
-    by the current export code (or `reuse`); otherwise, or with `force`, it is exported again.
-    Returns {"path", "cached", "export_s", "moe", "export_code"}."""
+                  force: bool = False, reuse: bool = False, log=print, int8_scheme: str | None = None) -> dict:
+    """Export CHECKPOINT to BUNDLE with export_bundle (int8_scheme None: the export default). A cached
+    bundle is used when it was made by the current export code (or `reuse`) with the same options;
+    otherwise, or with `force`, it is exported again. Returns {"path", "cached", "export_s", "moe",
+    "export_code"}."""
     from edge_embed.manifest import MANIFEST_NAME
 
     manifest = bundle / MANIFEST_NAME
@@ -130,8 +131,8 @@ def ensure_bundle(spec: ModelSpec, checkpoint: Path, bundle: Path, moe: str | No
     code = export_source_digest()
     if manifest.exists() and not force:
         info = json.loads(stamp.read_text(encoding="utf-8")) if stamp.exists() else {}
-        same_moe = moe is None or info.get("moe") == moe
-        if (reuse or info.get("export_code") == code) and same_moe:
+        same_options = (moe is None or info.get("moe") == moe) and info.get("int8_scheme") == int8_scheme
+        if (reuse or info.get("export_code") == code) and same_options:
             return {"path": str(bundle), "cached": True, "export_s": info.get("export_s"),
                     "moe": info.get("moe"), "export_code": info.get("export_code")}
         log(f"[bench] {spec.key}: cached bundle was made by other export code or options; "
@@ -140,14 +141,14 @@ def ensure_bundle(spec: ModelSpec, checkpoint: Path, bundle: Path, moe: str | No
 
     if bundle.exists():
         shutil.rmtree(bundle)
-    options = ExportOptions() if moe is None else ExportOptions(moe=moe)
+    options = ExportOptions(moe=moe, int8_scheme=int8_scheme or ExportOptions.int8_scheme)
     log(f"[bench] {spec.key}: exporting {checkpoint} -> {bundle} (moe={options.moe}); "
         "this is done once and cached")
     start = time.perf_counter()
     export_bundle(str(checkpoint), bundle, options)
     seconds = time.perf_counter() - start
-    stamp.write_text(json.dumps({"export_s": seconds, "moe": options.moe, "export_code": code}) + "\n",
-                     encoding="utf-8")
+    stamp.write_text(json.dumps({"export_s": seconds, "moe": options.moe, "export_code": code,
+                                 "int8_scheme": int8_scheme}) + "\n", encoding="utf-8")
     log(f"[bench] {spec.key}: exported in {seconds:.0f} s")
     return {"path": str(bundle), "cached": False, "export_s": seconds, "moe": options.moe,
             "export_code": code}

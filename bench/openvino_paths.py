@@ -3,17 +3,18 @@
     python bench/openvino_paths.py --work build/bench [--quick] [--model v15|v2moe|all] [--threads 2]
 
 Model forward on the same padded int64 batches (16 x 128 tokens; 4 x 512), alternating rounds:
-- onnxruntime: the default bundle's dynamic int8 and fp32, and the static int8 model of a
-  `--int8-scheme both` bundle (v1.5 only: NNCF cannot calibrate the sparse MoE graph);
-- OpenVINO: the fp32 model with the f32 hint and with bf16 (where the CPU has it), the static int8
-  model (f32 hint, and bf16 float parts as the runtime runs it where the CPU has them), and
+- onnxruntime: fp32, the dynamic int8 model (a `--int8-scheme dynamic` bundle) and, v1.5 only (NNCF
+  cannot calibrate the sparse MoE graph), the static int8 model in integer operators: the export
+  default for dense models, from a `--int8-scheme both` bundle;
+- OpenVINO: the fp32 model with the f32 hint and with bf16 (where the CPU has it), the both bundle's
+  static QDQ model (f32 hint, and bf16 float parts as the runtime runs it where the CPU has them), and
   `nncf.quantize` of the fp32 model (64 calibration texts, TRANSFORMER, the peer a user would build
   themselves; cached in WORK/bundles/KEY-nncf).
-End to end: `Embedder(bundle, precision="auto")` (the default: onnxruntime's dynamic int8) and the both
-bundle with `providers="openvino"` embedding texts (tokenizing included) against the NNCF OpenVINO
-model fed pre-tokenized, length-sorted batches of 16, on fixed 128-token texts and on mixed
-16-512-token texts. The int8 GEMM bound at the model's shapes on
-OpenVINO and onnxruntime (bench/openvino_gemm.py) and each int8 path's fraction of it at 16 x 128.
+End to end: `Embedder(bundle, precision="auto")` (the default: onnxruntime's static int8 for v1.5), the
+dynamic bundle, and the both bundle with `providers="openvino"` embedding texts (tokenizing included)
+against the NNCF OpenVINO model fed pre-tokenized, length-sorted batches of 16, on fixed 128-token texts
+and on mixed 16-512-token texts. The int8 GEMM bound at the model's shapes on OpenVINO and onnxruntime
+(bench/openvino_gemm.py) and each int8 path's fraction of it at 16 x 128.
 Writes JSON to --out; prints tokens/s.
 """
 from __future__ import annotations
@@ -38,7 +39,6 @@ from openvino_gemm import int8_bounds  # noqa: E402
 from edge_embed import Embedder, openvino_backend  # noqa: E402
 from edge_embed.batching import pad  # noqa: E402
 from edge_embed.bench_texts import sentences  # noqa: E402
-from edge_embed.manifest import read_manifest  # noqa: E402
 from edge_embed.measure import alternating_rounds  # noqa: E402
 
 SHAPES = {"16x128": (16, 128), "4x512": (4, 512)}
@@ -106,31 +106,29 @@ def run_model(key: str, args) -> dict:
     spec = MODELS[key]
     work = args.work
     checkpoint = write_checkpoint(spec, work / "checkpoints" / key, log=log)
-    bundle = Path(ensure_bundle(spec, checkpoint, work / "bundles" / key, None, reuse=args.reuse_bundles,
-                                log=log)["path"])
+    # v1.5: the --int8-scheme both bundle (onnxruntime's static int8 model, the default for dense models, and
+    # the QDQ one OpenVINO runs) and a dynamic one (what it replaces); v2-moe: its default (dynamic) bundle
+    both = key == "v15"
+    bundle = Path(ensure_bundle(spec, checkpoint, work / "bundles" / (f"{key}-both" if both else key), None,
+                                reuse=args.reuse_bundles, log=log, int8_scheme="both" if both else None)["path"])
+    dynamic = bundle if not both else Path(ensure_bundle(
+        spec, checkpoint, work / "bundles" / f"{key}-dynamic", None, reuse=args.reuse_bundles, log=log,
+        int8_scheme="dynamic")["path"])
     from tokenizers import Tokenizer
 
     model = Embedder(bundle, precision="fp32", providers="cpu")
     tokenizer = Tokenizer.from_file(str(bundle / "tokenizer.json"))
-    static, both = None, work / "bundles" / f"{key}-both"
-    if key == "v15":  # --int8-scheme both: the static model for OpenVINO beside the dynamic one (dense models)
-        if not (both / "edge_embed.json").exists():
-            from export.pipeline import ExportOptions, export_bundle
-
-            log(f"[bench] {key}: exporting the --int8-scheme both bundle (NNCF calibration, once)")
-            export_bundle(str(checkpoint), both, ExportOptions(int8_scheme="both"))
-        both_manifest = read_manifest(both)
-        static = openvino_backend.static_int8_model(both_manifest)
-    forwards = {"ort-int8-dynamic": ort_forward(bundle / "model.int8.onnx", args.threads),
+    static = openvino_backend.static_int8_model(model.manifest)
+    forwards = {"ort-int8-dynamic": ort_forward(dynamic / "model.int8.onnx", args.threads),
                 "ort-fp32": ort_forward(bundle / "model.fp32.onnx", args.threads),
                 "ov-fp32": ov_forward(str(bundle / "model.fp32.onnx"), args.threads, "f32")}
     if openvino_backend.cpu_has_bf16():
         forwards["ov-bf16"] = ov_forward(str(bundle / "model.fp32.onnx"), args.threads, "bf16")
     if static is not None:  # v1.5 (NNCF cannot calibrate the sparse MoE graph: v2-moe has none)
-        static_model = both / both_manifest.models[static][0]
-        forwards["ort-int8-static"] = ort_forward(static_model, args.threads)
+        forwards["ort-int8-static"] = ort_forward(bundle / "model.int8.onnx", args.threads)  # the default
+        static_model = bundle / model.manifest.models[static][0]
         forwards["ov-int8-static"] = ov_forward(str(static_model), args.threads, "f32")
-        hint = openvino_backend.inference_precision("int8", both_manifest)
+        hint = openvino_backend.inference_precision("int8", model.manifest)
         if hint != "f32":  # what the runtime runs: the float parts in bf16 where the CPU has it
             forwards[f"ov-int8-static-{hint}"] = ov_forward(str(static_model), args.threads, hint)
         cache = work / "bundles" / f"{key}-nncf"
@@ -153,17 +151,19 @@ def run_model(key: str, args) -> dict:
         on_openvino = {name: "openvino_int8_gflops" for name in forward if name.startswith("ov-") and "int8" in name}
         bounds["fraction_16x128"] = {
             name: forward[name] * bounds["linear_flops_per_token"] / 1e9 / bounds[bound]
-            for name, bound in {**on_openvino, "ort-int8-dynamic": "onnxruntime_int8_gflops"}.items()}
+            for name, bound in {**on_openvino, "ort-int8-dynamic": "onnxruntime_int8_gflops",
+                                "ort-int8-static": "onnxruntime_int8_gflops"}.items()}
         result["int8_gemm_bound"] = bounds
         log(f"[bench] {key} int8 GEMM bound (GFLOP/s): OpenVINO {bounds['openvino_int8_gflops']:.0f}, onnxruntime "
             f"{bounds['onnxruntime_int8_gflops']:.0f}; fraction at 16x128: "
             + json.dumps({k: round(v, 2) for k, v in bounds["fraction_16x128"].items()}))
     if "ov-nncf-int8" in forwards:
-        # the default (onnxruntime's dynamic int8), and OpenVINO's int8 asked for by name (the both bundle's
-        # static model, bf16 float parts where the CPU has them, batches padded by length buckets)
+        # the default (onnxruntime's static int8), the dynamic int8 it replaces, and OpenVINO's int8 asked for
+        # by name (the QDQ model, bf16 float parts where the CPU has them, batches padded by length buckets)
         default = Embedder(bundle, precision="auto", threads=args.threads)
         result["default_path"] = repr(default)
-        on_openvino = Embedder(both, precision="auto", providers="openvino", threads=args.threads)
+        replaced = Embedder(dynamic, precision="auto", threads=args.threads)
+        on_openvino = Embedder(bundle, precision="auto", providers="openvino", threads=args.threads)
         result["openvino_path"] = repr(on_openvino)
         n = 32 if args.quick else 128
         for workload, lengths in {"fixed128": [128] * n,
@@ -174,6 +174,7 @@ def run_model(key: str, args) -> dict:
             peer = forwards["ov-nncf-int8"]
             tokens = sum(len(e) for e in encoded)
             calls = {"edge-embed-default": lambda t=texts: default.embed(t),
+                     "edge-embed-dynamic": lambda t=texts: replaced.embed(t),
                      "edge-embed-openvino": lambda t=texts: on_openvino.embed(t),
                      "ov-nncf-int8-pretokenized": lambda b=batches, f=peer: [f({"input_ids": i, "attention_mask": m})
                                                                              for i, m in b]}

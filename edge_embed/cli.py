@@ -135,6 +135,7 @@ def cmd_info(args) -> int:
 def _paths_here(manifest) -> str:
     """Which engine runs precision="auto" and "fp32" on this machine (edge_embed.session.resolve_path)."""
     from edge_embed import openvino_backend
+    from edge_embed.int8_saturation import seven_bit_activations
     from edge_embed.session import resolve_path
 
     paths = []
@@ -145,6 +146,8 @@ def _paths_here(manifest) -> str:
             paths.append(f"{precision}: no ({str(exc).split(';')[0]})")
             continue
         engine = f"onnxruntime {providers[0]}"
+        if seven_bit_activations(manifest, chosen, providers[0]):
+            engine += " (7-bit activations: this CPU has no VNNI)"
         if providers[0] == openvino_backend.OPENVINO:
             engine = f"OpenVINO ({openvino_backend.inference_precision(chosen, manifest)} float parts)"
         paths.append(f"{precision}: {chosen} on {engine}")

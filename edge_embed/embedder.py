@@ -22,6 +22,7 @@ from edge_embed.errors import (
     TruncationWarning,
     is_int,
 )
+from edge_embed.int8_saturation import seven_bit_activations
 from edge_embed.late_chunking import CHUNK_TOKENS, embed_chunks
 from edge_embed.manifest import (
     TASK_ALIASES,
@@ -100,8 +101,11 @@ class Embedder:
             try:
                 self.tokenizer = TextTokenizer(self.bundle / TOKENIZER_FILE, self.max_length,
                                                lean=self.bundle / lean if lean else None)
+                seven_bit = seven_bit_activations(self.manifest, self.precision, self.providers[0])
                 self.session = create_session(self.bundle / files[0], self.providers, threads,
-                                              openvino_backend.inference_precision(self.precision, self.manifest))
+                                              openvino_backend.inference_precision(self.precision, self.manifest),
+                                              initializers=seven_bit)
+                self.int8_activation_bits = 7 if seven_bit else None  # (no VNNI: int8_saturation.py)
             finally:
                 if checked is not None:
                     checked.result()
@@ -391,5 +395,6 @@ class Embedder:
         return (
             f"Embedder({str(self.bundle)!r}, family={self.manifest.family!r}, "
             f"precision={self.precision!r}, provider={self.providers[0]!r}"
-            + (f", inference_precision={hint!r})" if hint else ")")
+            + (f", inference_precision={hint!r}" if hint else "")
+            + (", activations='7-bit (no VNNI)'" if self.int8_activation_bits else "") + ")"
         )

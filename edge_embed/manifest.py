@@ -34,6 +34,8 @@ MAX_TOKEN_ID = (1 << 31) - 1
 MODEL_PRECISIONS = ("fp32", "int8", "fp16")
 # models' keys: the precisions, and a static int8 model beside a dynamic one (what OpenVINO runs as int8)
 STATIC_INT8_MODEL = "int8_static"
+# extra.int8.form of static ranges written as onnxruntime's integer operators (no form: a QDQ model)
+INTEGER_OPERATORS = "integer_operators"
 MODEL_KEYS = (*MODEL_PRECISIONS, STATIC_INT8_MODEL)
 MAX_PREFIX = 4096  # characters; the real prefixes have 7 to 20
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -215,7 +217,31 @@ class Manifest:
             value = self.extra.get(section)
             if value is not None and not (isinstance(value, dict) and isinstance(value.get(key, ""), str)):
                 return f"{section} is {value!r:.60}, not an object with a text {key!r}"
+        return integer_form_problem(self.extra.get("int8"))
+
+
+def integer_form_problem(section) -> str | None:
+    """What is wrong with a static int8 section's integer-operator fields (edge_embed/int8_saturation.py
+    computes new initializers from them), or None."""
+    if not isinstance(section, dict) or section.get("form") is None:
         return None
+    if section["form"] != INTEGER_OPERATORS:
+        return f"int8 form {section['form']!r:.40} is not {INTEGER_OPERATORS!r}"
+    bits = section.get("weight_bits")
+    if not is_int(bits) or not 2 <= bits <= 8:
+        return f"int8 weight_bits {bits!r:.40} is not a whole number from 2 to 8"
+    quantizers = section.get("activation_quantizers")
+    if not isinstance(quantizers, list) or not all(_quantizer(entry) for entry in quantizers):
+        return "int8 activation_quantizers is not a list of [scale name, scale > 0, zero point name, 0..255]"
+    return None
+
+
+def _quantizer(entry) -> bool:
+    if not isinstance(entry, list) or len(entry) != 4:
+        return False
+    scale_name, scale, zero_name, zero = entry
+    positive = isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale < float("inf")
+    return isinstance(scale_name, str) and positive and isinstance(zero_name, str) and is_int(zero) and 0 <= zero <= 255
 
 
 def uncontained(name: str) -> str | None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_embed.errors import BundleError, InputError
-from edge_embed.manifest import STATIC_INT8_MODEL
+from edge_embed.manifest import INTEGER_OPERATORS, STATIC_INT8_MODEL
 
 OPENVINO = "OpenVINO"  # what Embedder.providers[0] says when this path runs
 INSTALL_HINT = "pip install 'edge-embed[openvino]'"
@@ -77,11 +77,13 @@ def fused_moe(manifest) -> bool:
 
 
 def static_int8_model(manifest) -> str | None:
-    """The manifest's models key of the bundle's static int8 model: "int8_static" beside a dynamic int8
-    (--int8-scheme both), "int8" in a --int8-scheme static bundle, else None."""
+    """The manifest's models key of the bundle's static int8 QDQ model, which OpenVINO runs as int8:
+    "int8_static" (--int8-scheme both), "int8" in a static bundle from before the integer-operator form,
+    else None (onnxruntime's integer operators, the dynamic scheme: OpenVINO would run them as float)."""
     if STATIC_INT8_MODEL in manifest.models:
         return STATIC_INT8_MODEL
-    if "int8" in manifest.models and int8_scheme(manifest) == STATIC_INT8:
+    section = manifest.extra.get("int8") or {}
+    if "int8" in manifest.models and int8_scheme(manifest) == STATIC_INT8 and section.get("form") != INTEGER_OPERATORS:
         return "int8"
     return None
 
@@ -130,9 +132,9 @@ def check_request(precision: str, manifest, openvino_requested: bool) -> None:
             raise InputError("this bundle was exported with --moe fused (onnxruntime's com.microsoft.MoE), which "
                              "OpenVINO cannot convert: use providers='cpu', or re-export with --moe sparse")
         if not runs_on_openvino(precision, manifest):
-            raise InputError(f"this bundle's int8 model uses the {int8_scheme(manifest)!r} scheme, which OpenVINO "
-                             "turns back into float (slower than onnxruntime), and it has no static int8 model: "
-                             "re-export it with --int8-scheme both (or static), or use providers='cpu'")
+            raise InputError("this bundle's int8 model is written for onnxruntime, which OpenVINO runs as float "
+                             "(slower than onnxruntime), and it has no int8 model for OpenVINO: re-export it with "
+                             "--int8-scheme both, or use providers='cpu'")
 
 
 @dataclass(frozen=True)

@@ -118,8 +118,9 @@ CPU_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
 
 def create_session(path: Path, providers: list[str], threads: int | None = None,
-                   openvino_hint: str = "f32") -> ort.InferenceSession:
-    """onnxruntime's session, or OpenVINO's behind the same interface (openvino_hint: its precision hint)."""
+                   openvino_hint: str = "f32", initializers: dict | None = None) -> ort.InferenceSession:
+    """onnxruntime's session, or OpenVINO's behind the same interface (openvino_hint: its precision hint).
+    initializers: {name: array} that replace the model's (edge_embed/int8_saturation.py)."""
     if providers[0] == openvino_backend.OPENVINO:
         return openvino_backend.OpenVINOSession(path, openvino_hint, threads)
     options = ort.SessionOptions()
@@ -128,6 +129,9 @@ def create_session(path: Path, providers: list[str], threads: int | None = None,
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # ORT warnings about unused initializers are noise to users
+    replaced = [ort.OrtValue.ortvalue_from_numpy(value) for value in (initializers or {}).values()]
+    for name, value in zip(initializers or {}, replaced):
+        options.add_initializer(name, value)  # (the values must outlive the session: kept on it below)
     # Memory: the CPU arena stays on. For one 8192-token v1.5 text the peak RSS is ~0.7 GB with
     # it and ~0.9 GB without (malloc keeps freed blocks too); the attention itself is bounded
     # by the exporter (flash attention, export/attention_fused.py), not by session options.
@@ -138,6 +142,7 @@ def create_session(path: Path, providers: list[str], threads: int | None = None,
         )
     except Exception as exc:
         raise BundleError(f"onnxruntime cannot load {path}: {exc}") from exc
+    session.replaced_initializers = replaced
     release_freed_heap()
     return session
 

@@ -2,4 +2,5 @@
 
 MOE_MODES = ("sparse", "fused", "dense")  # graph forms of the v2-moe expert layer
 # int8 forms of the weight MatMuls (export/quantize.py; static: export/static_int8.py)
-INT8_SCHEMES = ("dynamic", "blockwise", "static", "both")  # both: dynamic, plus static for OpenVINO where it can
+# auto: static for dense models, dynamic for MoE; both: the int8 model and a static QDQ one for OpenVINO
+INT8_SCHEMES = ("auto", "dynamic", "blockwise", "static", "both")

@@ -33,12 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "as the checkpoint's config.json says)")
     p.add_argument("--revision", help="hub revision when SRC is a model id")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 model")
-    p.add_argument("--int8-scheme", choices=INT8_SCHEMES, default="dynamic",
-                   help="dynamic (default): fastest on onnxruntime, activations quantized per batch; both: the "
-                   "dynamic model and, for dense models, a static one for providers='openvino'; blockwise: about "
-                   "half its speed, closer to fp32, nearly the same vector for a text in any batch; static: "
-                   "activation ranges calibrated on the shipped texts (NNCF), the same vector in any batch, int8 on "
-                   "OpenVINO too")
+    p.add_argument("--int8-scheme", choices=INT8_SCHEMES, default="auto",
+                   help="auto (default): static for dense models, dynamic for MoE ones. static: activation ranges "
+                   "calibrated on the shipped texts (NNCF), a text gets the same vector in any batch, at the dynamic "
+                   "scheme's speed or better on onnxruntime; dynamic: activations quantized per batch; both: the "
+                   "int8 model and, for dense models, a static QDQ one that providers='openvino' runs as int8; "
+                   "blockwise: about half the speed, closer to fp32")
     p.add_argument("--int8-min-cosine", type=float, default=0.98,
                    help="validation gate: int8's min cosine to fp32 over the validation texts (default 0.98)")
     p.add_argument("--int8-on-failure", choices=("error", "omit"), default="error",

@@ -15,6 +15,7 @@ import torch
 import edge_embed
 from edge_embed.errors import InputError
 from edge_embed.manifest import (
+    INTEGER_OPERATORS,
     STATIC_INT8_MODEL,
     TOKENIZER_FILE,
     Manifest,
@@ -46,7 +47,7 @@ class ExportOptions:
     rotary_scaling_factor: float | None = None  # None: config.json's, or v1.5's default (families.py)
     rotary_scaling_default: bool = True  # False: no default factor for v1.5 (as its config.json says)
     int8: bool = True
-    int8_scheme: str = "dynamic"  # or "blockwise", "static", "both" (dynamic + static for OpenVINO, dense models)
+    int8_scheme: str = "auto"  # or "dynamic", "blockwise", "static", "both" (static, plus its QDQ form for OpenVINO)
     fp16: bool = False  # for GPU bundles
     validate: bool = True
     revision: str | None = None
@@ -145,7 +146,7 @@ def export_bundle(src: str, out: Path, options: ExportOptions | None = None) -> 
                                            "export with --no-rotary-scaling to leave it out)")
     elif config.get("rotary_scaling_factor") is not None:
         config = {**config, "rotary_scaling_source": "config.json"}
-    options = replace(options, moe=options.moe or "sparse")
+    options = replace(options, moe=options.moe or "sparse", int8_scheme=int8_scheme(options, family))
     pooling = families.pooling(source)
     out = Path(out)
     created = prepare_output(out)
@@ -169,30 +170,15 @@ def _export(src: str, source: Path, out: Path, config: dict, family: families.Fa
             log(f"[export] {LEAN_TOKENIZER_FILE} written (the runtime's lean Unigram tokenizer)")
         models = {"fp32": export_fp32(model, staging / "model.fp32.onnx", _vocab_size(model))}
         log(f"[export] fp32 ONNX written ({_megabytes(staging, models['fp32'])} MB)")
-        if options.int8 and options.int8_scheme == "static":
-            models["int8"] = quantize_static_int8(
-                staging / "model.fp32.onnx", staging / "model.int8.onnx", staging / TOKENIZER_FILE,
-                families.prefixes(family, source), _max_length(options, config, source),
-                multilingual=family is families.V2_MOE)
-            log(f"[export] static int8 ONNX written ({_megabytes(staging, models['int8'])} MB)")
-        elif options.int8:
-            both = options.int8_scheme == "both"
-            models["int8"] = quantize_int8(staging / "model.fp32.onnx", staging / "model.int8.onnx",
-                                           scheme="dynamic" if both else options.int8_scheme)
-            log(f"[export] int8 ONNX written ({_megabytes(staging, models['int8'])} MB)")
-            if both and family is families.V2_MOE:
-                log("[export] no static int8 model for MoE checkpoints (NNCF cannot calibrate the sparse MoE graph)")
-            elif both and _static_int8_available():
-                models[STATIC_INT8_MODEL] = quantize_static_int8(
-                    staging / "model.fp32.onnx", staging / "model.int8.static.onnx", staging / TOKENIZER_FILE,
-                    families.prefixes(family, source), _max_length(options, config, source), multilingual=False)
-                log(f"[export] static int8 ONNX for OpenVINO written "
-                    f"({_megabytes(staging, models[STATIC_INT8_MODEL])} MB)")
+        int8_section = None
+        if options.int8:
+            int8_models, int8_section = _int8_models(staging, family, options, source, config)
+            models.update(int8_models)
         if options.fp16:
             models["fp16"] = convert_fp16(staging / "model.fp32.onnx", staging / "model.fp16.onnx")
             log(f"[export] fp16 ONNX written ({_megabytes(staging, models['fp16'])} MB)")
         manifest = _manifest(family, config, source, source_record(src, source, options.revision), staging,
-                             models, options, pad_id, pooling)
+                             models, options, pad_id, pooling, int8_section)
         for precision in models:  # the runtime's own containment check, on what was written
             check_model_references(staging, manifest, precision)
         write_manifest(staging, manifest)
@@ -205,7 +191,7 @@ def _export(src: str, source: Path, out: Path, config: dict, family: families.Fa
             raise ValidationError(f"validation failed, no bundle written: {report['int8_failed']}. Try "
                                   "--int8-scheme blockwise, lower --int8-min-cosine, or pass --int8-on-failure omit "
                                   "to write the bundle without int8")
-        # a failed dynamic int8 takes the static one with it: no bundle has a static model without a dynamic one
+        # a failed int8 model takes OpenVINO's with it: no bundle has OpenVINO's int8 without onnxruntime's
         failed = (["int8", STATIC_INT8_MODEL] if report.get("int8_failed")
                   else [STATIC_INT8_MODEL] if report.get(f"{STATIC_INT8_MODEL}_failed") else [])
         dropped = [key for key in failed if key in models]
@@ -214,12 +200,12 @@ def _export(src: str, source: Path, out: Path, config: dict, family: families.Fa
                 (staging / name).unlink()
         if dropped:
             manifest = _manifest(family, config, source, source_record(src, source, options.revision), staging,
-                                 models, options, pad_id, pooling)
+                                 models, options, pad_id, pooling, int8_section)
             write_manifest(staging, manifest)
         if report.get("int8_failed"):
             report["int8_omitted"] = report["int8_failed"]
             log(f"[export] WARNING: THE BUNDLE HAS NO INT8 MODEL: {report['int8_failed']}")
-        elif STATIC_INT8_MODEL in dropped:  # the dynamic int8 serves; OpenVINO then runs fp32 or bf16
+        elif STATIC_INT8_MODEL in dropped:  # onnxruntime's int8 serves; OpenVINO then runs fp32 or bf16
             report["int8_static_omitted"] = report["int8_static_failed"]
             log(f"[export] WARNING: no static int8 model for OpenVINO: {report['int8_static_failed']}")
         (staging / "validation.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -227,12 +213,59 @@ def _export(src: str, source: Path, out: Path, config: dict, family: families.Fa
     return report
 
 
-def _static_int8_available() -> bool:
-    """NNCF (the export extra) calibrates the static model; without it the bundle has the dynamic one only."""
-    if importlib.util.find_spec("nncf") is None:
-        log("[export] NNCF is not installed: no static int8 model for OpenVINO (pip install 'edge-embed[export]')")
-        return False
-    return True
+def _int8_models(staging: Path, family, options: ExportOptions, source: Path, config: dict) -> dict:
+    """The int8 model(s) of the scheme, {"int8": files} and for "both" {STATIC_INT8_MODEL: files}, and the
+    manifest's int8 section."""
+    scheme = options.int8_scheme
+    if scheme == "both" and family is families.V2_MOE:
+        log("[export] no static int8 model for MoE checkpoints (NNCF cannot calibrate the sparse MoE graph)")
+    elif scheme == "both" and not _nncf_installed():
+        log("[export] NNCF is not installed: the dynamic int8 model only (pip install 'edge-embed[export]')")
+    if not _static_ranges(family, options):
+        models = {"int8": quantize_int8(staging / "model.fp32.onnx", staging / "model.int8.onnx",
+                                        scheme="dynamic" if scheme == "both" else scheme)}
+        log(f"[export] int8 ONNX written ({_megabytes(staging, models['int8'])} MB)")
+        return models, {"scheme": "dynamic" if scheme == "both" else scheme}
+    written = quantize_static_int8(
+        staging / "model.fp32.onnx", staging / TOKENIZER_FILE, families.prefixes(family, source),
+        _max_length(options, config, source), multilingual=family is families.V2_MOE,
+        onnxruntime_path=staging / "model.int8.onnx",
+        openvino_path=staging / "model.int8.static.onnx" if scheme == "both" else None)
+    models = {"int8": written.onnxruntime}
+    log(f"[export] static int8 ONNX written ({_megabytes(staging, models['int8'])} MB)")
+    if written.openvino:
+        models[STATIC_INT8_MODEL] = written.openvino
+        log(f"[export] static int8 ONNX for OpenVINO written ({_megabytes(staging, written.openvino)} MB)")
+    # form: how the static ranges are written; static bundles from before it have none, and a QDQ
+    # model.int8.onnx that OpenVINO runs. weight_bits and activation_quantizers: edge_embed/int8_saturation.py
+    section = {"scheme": "static", "form": INTEGER_OPERATORS, "weight_bits": 8,
+               "activation_quantizers": written.activation_quantizers}
+    return models, section
+
+
+def int8_scheme(options: ExportOptions, family) -> str:
+    """"auto" -> static for dense models (a text's vector does not depend on its batch, at the dynamic
+    scheme's speed or better: README), dynamic for MoE checkpoints (NNCF cannot calibrate their sparse
+    graph) and where NNCF is not installed; other schemes as given."""
+    if options.int8_scheme != "auto" or not options.int8:
+        return options.int8_scheme
+    if family is families.V2_MOE:
+        return "dynamic"
+    if not _nncf_installed():
+        log("[export] NNCF is not installed: dynamic int8 (pip install 'edge-embed[export]' for the static scheme)")
+        return "dynamic"
+    return "static"
+
+
+def _static_ranges(family, options: ExportOptions) -> bool:
+    """Whether the int8 model has static ranges: --int8-scheme static, or both where NNCF (the export extra)
+    can calibrate (dense models; the dynamic scheme otherwise)."""
+    both = options.int8_scheme == "both" and family is not families.V2_MOE and _nncf_installed()
+    return options.int8_scheme == "static" or both
+
+
+def _nncf_installed() -> bool:
+    return importlib.util.find_spec("nncf") is not None
 
 
 def source_record(src: str, source: Path, revision: str | None) -> dict:
@@ -257,7 +290,7 @@ def _megabytes(folder: Path, names: list[str]) -> int:
 
 
 def _manifest(family, config, source: Path, record: dict, staging, models, options, pad_id: int,
-              pooling: str) -> Manifest:
+              pooling: str, int8_section: dict | None) -> Manifest:
     hidden = families.hidden_size(config)
     files = {name: sha256_file(staging / name) for names in models.values() for name in names}
     files[TOKENIZER_FILE] = sha256_file(staging / TOKENIZER_FILE)
@@ -274,9 +307,7 @@ def _manifest(family, config, source: Path, record: dict, staging, models, optio
                   "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
     }
     if "int8" in models:
-        extra["int8"] = {"scheme": "dynamic" if options.int8_scheme == "both" else options.int8_scheme}
-        if options.int8_scheme == "static":  # (export/static_int8.py) OpenVINO may run its float parts in bf16
-            extra["int8"]["float_attention"] = True
+        extra["int8"] = int8_section
     if STATIC_INT8_MODEL in models:
         extra[STATIC_INT8_MODEL] = {"scheme": "static", "float_attention": True}
     if family is not families.BERT:

@@ -18,7 +18,6 @@ import onnx
 from onnx import helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from export import INT8_SCHEMES
 from export.moe_fused import quantize_moe_node_int8
 from export.onnx_export import needs_external_data, save
 
@@ -54,8 +53,8 @@ def quantize_int8(fp32_path: Path, int8_path: Path, keep: tuple[str, ...] = KEEP
     its batch-mates. "blockwise": the weight MatMuls as MatMulNBits (8-bit weights and int8
     activations, both with one scale per block of the inner dimension, per row): slower, about
     ten times closer to fp32, and a text gives (nearly) the same vector in any batch."""
-    if scheme not in INT8_SCHEMES or scheme in ("both", "static"):  # (static: export/static_int8.py)
-        raise ValueError(f"int8 scheme must be one of {INT8_SCHEMES}, not {scheme!r}")
+    if scheme not in ("dynamic", "blockwise"):  # (static: export/static_int8.py)
+        raise ValueError(f"quantize_int8 writes the dynamic or blockwise scheme, not {scheme!r}")
     model = onnx.load(os.fspath(fp32_path))
     big = needs_external_data(model)
     with tempfile.TemporaryDirectory() as tmp:

