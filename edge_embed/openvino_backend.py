@@ -5,12 +5,13 @@ OpenVINO's own runtime reads the bundle's ONNX files as they are (no conversion 
 - fp32: model.fp32.onnx with INFERENCE_PRECISION_HINT=f32 (OpenVINO's default on CPUs with
   AVX512_BF16 or AMX is bf16, which an fp32 request must never get silently);
 - bf16: model.fp32.onnx with the bf16 hint, asked for by name, only on CPUs that have it;
-- int8: a bundle's static (QDQ) int8 model (model.int8.static.onnx beside the dynamic model.int8.onnx,
-  or model.int8.onnx of a --int8-scheme static bundle), which OpenVINO runs as int8, in batches padded by
-  length buckets (edge_embed.batching: a text's vector does not depend on its batch), its float parts
-  (attention, layer norms, activations) in bf16 where the CPU has it and the bundle's attention products
-  are float (see inference_precision). A dynamic-int8 model it would turn back into float arithmetic
-  (about 0.3x), so that one stays on onnxruntime.
+- int8: a bundle's static QDQ int8 model (model.int8.static.onnx of a --int8-scheme both bundle, or
+  model.int8.onnx of a static bundle from before the integer-operator form), which OpenVINO runs as
+  int8, in batches padded by length buckets (edge_embed.batching: a text's vector does not depend on
+  its batch), its float parts (attention, layer norms, activations) in bf16 where the CPU has it and
+  the bundle's attention products are float (see inference_precision). onnxruntime's int8 models
+  (dynamic, or static in integer operators) it would turn back into float arithmetic (about 0.3x),
+  so those stay on onnxruntime.
 `openvino` is imported only when this path is used; the core runtime never needs it.
 """
 from __future__ import annotations
@@ -96,12 +97,12 @@ def runs_on_openvino(precision: str, manifest) -> bool:
 
 
 def auto_takes_openvino(precision: str, manifest) -> bool:
-    """providers="auto": OpenVINO for bf16, which only it runs, and for a --int8-scheme static bundle,
-    whose one int8 model onnxruntime runs at about its fp32 speed (full-size v1.5: 0.24x its dynamic
-    int8). A bundle with both int8 models stays on onnxruntime's dynamic one: on varied traffic
+    """providers="auto": OpenVINO for bf16, which only it runs, and for a static bundle from before the
+    integer-operator form, whose one (QDQ) int8 model onnxruntime runs at about its fp32 speed (full-size
+    v1.5: 0.24x its dynamic int8). Every other int8 model stays on onnxruntime: on varied traffic
     (full-size v1.5, calls of 1-32 texts of 4-200 words) OpenVINO's int8 held 900-1,024 MB of RSS over
     1,000 calls against onnxruntime's flat 401-403 MB, for 0.88 s a call against 0.92 (each new batch
-    shape costs it a compilation; with its per-shape cache off: 1.21 s, 880 MB); its 1.36x shows on
+    shape costs it a compilation; with its per-shape cache off: 1.21 s, 880 MB); its speed shows on
     repeated shapes (BENCHMARKS.md). It runs when asked for with providers="openvino", as fp32 does
     (about as fast as onnxruntime, and it grew with the shapes a long-running process met)."""
     if fused_moe(manifest):

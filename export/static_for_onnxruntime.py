@@ -77,6 +77,12 @@ def integer_operators(model: onnx.ModelProto) -> onnx.ModelProto:
             replacement[id(node)] = _gather_then_dequantize(node, table, inits, added_inits)
             dropped.add(id(table))
 
+    # a DequantizeLinear (or NNCF's quantizer) that also feeds a node left as it was stays too
+    gone = dropped | set(replacement)
+    for node in graph.node:
+        if id(node) in dropped and any(id(user) not in gone for user in consumers[node.output[0]]):
+            dropped.discard(id(node))
+    gone = dropped | set(replacement)
     nodes = []
     for node in graph.node:
         if id(node) in replacement and isinstance(replacement[id(node)], list):
@@ -85,6 +91,8 @@ def integer_operators(model: onnx.ModelProto) -> onnx.ModelProto:
             nodes.append(replacement[id(node)])
         elif node.op_type == "QuantizeLinear" and node.output[0] in u8_quantizers:
             nodes.append(_rewired(node, u8_quantizers[node.output[0]]))
+            if any(id(user) not in gone for user in consumers[node.output[0]]):
+                nodes.append(node)
         elif id(node) not in dropped:
             nodes.append(node)
     del graph.node[:]

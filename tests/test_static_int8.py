@@ -156,3 +156,41 @@ def test_a_damaged_integer_form_section_is_a_bundle_error(copy_bundle, field, va
     (target / MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="int8"):
         Embedder(target)
+
+
+def test_the_rewrite_leaves_a_quantized_activation_that_other_nodes_read(tmp_path):
+    """A quantizer whose value also feeds a node that is not a weight MatMul keeps its DequantizeLinear;
+    the MatMul (with its bias) becomes MatMulIntegerToFloat and computes the same numbers."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.static_for_onnxruntime import activation_quantizers, integer_operators
+
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "x_scale"),
+             numpy_helper.from_array(np.array(3, np.int8), "x_zero"),
+             numpy_helper.from_array(rng.integers(-127, 128, (4, 3)).astype(np.int8), "w"),
+             numpy_helper.from_array(np.array([0.01, 0.02, 0.03], np.float32), "w_scale"),
+             numpy_helper.from_array(np.zeros(3, np.int8), "w_zero"),
+             numpy_helper.from_array(np.array([0.5, -1.0, 2.0], np.float32), "bias")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zero"], ["wd"], axis=1),
+             helper.make_node("MatMul", ["xd", "wd"], ["mm"], name="fc"),
+             helper.make_node("Add", ["mm", "bias"], ["linear"]),
+             helper.make_node("Relu", ["xd"], ["relu"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("linear", "relu")],
+                              inits)
+    qdq = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    integer = onnx.ModelProto()
+    integer.CopyFrom(qdq)
+    integer = integer_operators(integer)
+    assert Counter(n.op_type for n in integer.graph.node) == Counter(
+        {"QuantizeLinear": 2, "DequantizeLinear": 1, "MatMulIntegerToFloat": 1, "Relu": 1})
+    assert activation_quantizers(integer) == [["x_scale", pytest.approx(0.05), "xq_u8_zero", 131]]
+    x = {"x": rng.normal(0, 1, (2, 4)).astype(np.float32)}
+    want = ort.InferenceSession(qdq.SerializeToString()).run(None, x)
+    got = ort.InferenceSession(integer.SerializeToString()).run(None, x)
+    np.testing.assert_allclose(got[0], want[0], atol=1e-5)
+    np.testing.assert_array_equal(got[1], want[1])
