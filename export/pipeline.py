@@ -146,12 +146,14 @@ def export_bundle(src: str, out: Path, options: ExportOptions | None = None) -> 
                                            "export with --no-rotary-scaling to leave it out)")
     elif config.get("rotary_scaling_factor") is not None:
         config = {**config, "rotary_scaling_source": "config.json"}
+    auto = options.int8_scheme == "auto"
     options = replace(options, moe=options.moe or "sparse", int8_scheme=int8_scheme(options, family))
     pooling = families.pooling(source)
     out = Path(out)
     created = prepare_output(out)
     try:
-        return _export(src, source, out, config, family, options, pooling)
+        return _export(src, source, out, config, family, options, pooling,
+                       static_fallback=auto and options.int8_scheme == "static")
     except BaseException:  # also Ctrl-C: no empty directory left where none was
         if created and not any(out.iterdir()):
             out.rmdir()
@@ -159,7 +161,8 @@ def export_bundle(src: str, out: Path, options: ExportOptions | None = None) -> 
 
 
 def _export(src: str, source: Path, out: Path, config: dict, family: families.Family, options: ExportOptions,
-            pooling: str) -> dict:
+            pooling: str, static_fallback: bool = False) -> dict:
+    """static_fallback: a static int8 model under the gate is replaced by a dynamic one (the auto scheme)."""
     log(f"[export] {source} -> {out} ({family.name})")
     model = family.build(config, load_state_dict(source), options.moe)
     pad_id = pad_token_id(config, check_tokenizer(source, _vocab_size(model)))
@@ -184,6 +187,20 @@ def _export(src: str, source: Path, out: Path, config: dict, family: families.Fa
         write_manifest(staging, manifest)
         report = (validate_bundle(model, staging, config, source, options.int8_min_cosine) if options.validate
                   else {"skipped": True})
+        if report.get("int8_failed") and static_fallback:  # (real weights whose outliers static ranges miss)
+            missed = report["int8_failed"]
+            log(f"[export] WARNING: static int8 missed the gate ({missed}); writing the dynamic scheme instead")
+            for name in models.pop("int8"):
+                (staging / name).unlink()
+            options = replace(options, int8_scheme="dynamic")
+            int8_models, int8_section = _int8_models(staging, family, options, source, config)
+            models.update(int8_models)
+            manifest = _manifest(family, config, source, source_record(src, source, options.revision), staging,
+                                 models, options, pad_id, pooling, int8_section)
+            check_model_references(staging, manifest, "int8")
+            write_manifest(staging, manifest)
+            report = validate_bundle(model, staging, config, source, options.int8_min_cosine)
+            report["int8_static_missed"] = missed
         if report.get("failed"):  # nothing is written: a bundle that loads must be a correct one
             raise ValidationError(f"validation failed, no bundle written: {report['failed']}; "
                                   f"figures: {json.dumps(report['precisions'])}")

@@ -80,7 +80,8 @@ def integer_operators(model: onnx.ModelProto) -> onnx.ModelProto:
     # a DequantizeLinear (or NNCF's quantizer) that also feeds a node left as it was stays too
     gone = dropped | set(replacement)
     for node in graph.node:
-        if id(node) in dropped and any(id(user) not in gone for user in consumers[node.output[0]]):
+        if (node.op_type == "DequantizeLinear" and id(node) in dropped
+                and any(id(user) not in gone for user in consumers[node.output[0]])):
             dropped.discard(id(node))
     gone = dropped | set(replacement)
     nodes = []

@@ -142,7 +142,10 @@ def validate_bundle(model, bundle, config: dict, source=None, int8_min_cosine: f
     for precision in [p for p in ("fp32", "int8", STATIC_INT8_MODEL, "fp16") if p in written]:  # fp16 on CPU here
         try:
             embedder = _embedder(bundle, precision)
-        except EdgeEmbedError as exc:  # written but not loadable here (e.g. an onnxruntime too old for it)
+        except EdgeEmbedError as exc:
+            if precision not in read_manifest(bundle).requires_onnxruntime:  # a model the exporter got wrong
+                raise ValidationError(f"the {precision} model written cannot be loaded: {exc}") from exc
+            # written for a newer onnxruntime than this one (--moe fused's QMoE): not loadable here
             report["precisions"][precision] = {"not_validated": str(exc)}
             print(f"[validate] {precision}: NOT VALIDATED: {exc}", flush=True)
             continue

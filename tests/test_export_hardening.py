@@ -168,3 +168,24 @@ def test_a_sentence_transformers_mismatch_fails_validation():
     assert st_verdict({"skipped": "not installed"}) is None
     assert st_verdict({"min_cosine": 0.99999, "max_abs": 1e-5, "version": "5"}) is None
     assert "differs from sentence-transformers" in st_verdict({"min_cosine": 0.97, "max_abs": 0.2, "version": "5"})
+
+
+def test_an_int8_model_that_cannot_be_loaded_fails_the_export(checkpoint, tmp_path, monkeypatch):
+    """Only a model written for a newer onnxruntime (the manifest's requires_onnxruntime) may go unvalidated;
+    one the exporter wrote wrong is an error, and nothing is installed."""
+    from export import pipeline
+
+    def broken(fp32_path, int8_path, scheme="dynamic"):  # a readable ONNX file onnxruntime refuses
+        import onnx
+        from onnx import TensorProto, helper
+
+        node = helper.make_node("NoSuchOperator", ["input_ids"], ["last_hidden_state"])
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, None)],
+                                  [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, None)])
+        onnx.save(helper.make_model(graph), str(int8_path))
+        return [int8_path.name]
+
+    monkeypatch.setattr(pipeline, "quantize_int8", broken)
+    with pytest.raises(ValidationError, match="int8 model written cannot be loaded"):
+        export_bundle(str(checkpoint("nomic-v15-tiny")), tmp_path / "b", ExportOptions(int8_scheme="dynamic"))
+    assert not (tmp_path / "b" / MANIFEST_NAME).exists()

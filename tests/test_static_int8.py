@@ -16,6 +16,7 @@ from edge_embed import Embedder, int8_saturation
 from edge_embed.session import create_session
 from export import pipeline
 from export.pipeline import ExportOptions, export_bundle
+from export.validate import ValidationError
 
 
 def ops(path) -> Counter:
@@ -194,3 +195,17 @@ def test_the_rewrite_leaves_a_quantized_activation_that_other_nodes_read(tmp_pat
     got = ort.InferenceSession(integer.SerializeToString()).run(None, x)
     np.testing.assert_allclose(got[0], want[0], atol=1e-5)
     np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_auto_writes_the_dynamic_scheme_when_static_int8_misses_the_gate(checkpoint, tmp_path, capsys):
+    """The tiny v1.5 fixture: static min cosine 0.9974, dynamic 0.9994 against fp32; a gate between them."""
+    out = tmp_path / "b"
+    report = export_bundle(str(checkpoint("nomic-v15-tiny")), out, ExportOptions(int8_min_cosine=0.999))
+    assert "static int8 missed the gate" in capsys.readouterr().err
+    assert "0.999 required" in report["int8_static_missed"] and not report.get("int8_failed")
+    model = Embedder(out, precision="int8", providers="cpu")
+    assert model.manifest.extra["int8"] == {"scheme": "dynamic"}
+    assert "DynamicQuantizeLinear" in ops(out / "model.int8.onnx")
+    with pytest.raises(ValidationError, match="0.999"):  # asked for by name, static is not swapped for dynamic
+        export_bundle(str(checkpoint("nomic-v15-tiny")), tmp_path / "c",
+                      ExportOptions(int8_scheme="static", int8_min_cosine=0.999))
