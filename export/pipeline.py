@@ -180,11 +180,16 @@ def _export(src: str, source: Path, out: Path, config: dict, family: families.Fa
         if options.fp16:
             models["fp16"] = convert_fp16(staging / "model.fp32.onnx", staging / "model.fp16.onnx")
             log(f"[export] fp16 ONNX written ({_megabytes(staging, models['fp16'])} MB)")
-        manifest = _manifest(family, config, source, source_record(src, source, options.revision), staging,
-                             models, options, pad_id, pooling, int8_section)
-        for precision in models:  # the runtime's own containment check, on what was written
-            check_model_references(staging, manifest, precision)
-        write_manifest(staging, manifest)
+
+        def manifest_of_models() -> Manifest:  # (re)written whenever the models change
+            written = _manifest(family, config, source, source_record(src, source, options.revision), staging,
+                                models, options, pad_id, pooling, int8_section)
+            for precision in models:  # the runtime's own containment check, on what was written
+                check_model_references(staging, written, precision)
+            write_manifest(staging, written)
+            return written
+
+        manifest = manifest_of_models()
         report = (validate_bundle(model, staging, config, source, options.int8_min_cosine) if options.validate
                   else {"skipped": True})
         if report.get("int8_failed") and static_fallback:  # (real weights whose outliers static ranges miss)
@@ -195,10 +200,7 @@ def _export(src: str, source: Path, out: Path, config: dict, family: families.Fa
             options = replace(options, int8_scheme="dynamic")
             int8_models, int8_section = _int8_models(staging, family, options, source, config)
             models.update(int8_models)
-            manifest = _manifest(family, config, source, source_record(src, source, options.revision), staging,
-                                 models, options, pad_id, pooling, int8_section)
-            check_model_references(staging, manifest, "int8")
-            write_manifest(staging, manifest)
+            manifest = manifest_of_models()
             report = validate_bundle(model, staging, config, source, options.int8_min_cosine)
             report["int8_static_missed"] = missed
         if report.get("failed"):  # nothing is written: a bundle that loads must be a correct one
@@ -216,9 +218,7 @@ def _export(src: str, source: Path, out: Path, config: dict, family: families.Fa
             for name in models.pop(key):
                 (staging / name).unlink()
         if dropped:
-            manifest = _manifest(family, config, source, source_record(src, source, options.revision), staging,
-                                 models, options, pad_id, pooling, int8_section)
-            write_manifest(staging, manifest)
+            manifest = manifest_of_models()
         if report.get("int8_failed"):
             report["int8_omitted"] = report["int8_failed"]
             log(f"[export] WARNING: THE BUNDLE HAS NO INT8 MODEL: {report['int8_failed']}")

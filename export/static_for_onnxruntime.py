@@ -36,13 +36,7 @@ MS_DOMAIN = "com.microsoft"
 def integer_operators(model: onnx.ModelProto) -> onnx.ModelProto:
     """Rewrite every MatMul of a quantized activation and a quantized constant weight; returns the model."""
     graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
-
+    inits, producer, consumers = _graph_maps(graph)
     dropped, added_inits, u8_quantizers = set(), [], {}
     replacement = {}  # id(MatMul node) -> its MatMulIntegerToFloat
     for node in graph.node:
@@ -129,12 +123,7 @@ def fold_smoothing(graph: onnx.GraphProto) -> int:
     act(gate)) and the value projection of MultiHeadAttention (each output channel is a weighted sum of
     that channel of v). One pass over the activation less per fold (v1.5: 24 of 48, the largest among
     them 2048 x 3072 floats a layer). Returns the number folded."""
-    inits = {t.name: t for t in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
+    inits, producer, consumers = _graph_maps(graph)
     folded = []
     for node in graph.node:
         vector = _channel_vector(node, inits)
@@ -185,6 +174,17 @@ def _linear_source(name, producer, consumers):
                 and len(matmul.input) > 3):
             return matmul
     return None
+
+
+def _graph_maps(graph: onnx.GraphProto):
+    """(initializers by name, the node producing each tensor, the nodes reading each tensor)."""
+    inits = {t.name: t for t in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    return inits, producer, consumers
 
 
 def _quantized_matmul(node, producer, inits):
