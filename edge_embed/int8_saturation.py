@@ -12,11 +12,11 @@ model as written.
 """
 from __future__ import annotations
 
-import os
 import platform
 
 import numpy as np
 
+from edge_embed.cpu import cpu_flags
 from edge_embed.manifest import INTEGER_OPERATORS
 
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
@@ -28,11 +28,8 @@ def cpu_saturates_u8s8(cpuinfo: str | None = None, machine: str | None = None) -
     machine = (machine or platform.machine()).lower()
     if machine not in X86:
         return False
-    if cpuinfo is None and os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            cpuinfo = fh.read()
-    if cpuinfo is not None:
-        flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
+    flags = cpu_flags(cpuinfo)
+    if flags is not None:
         return not any(flag in flags for flag in VNNI_FLAGS)
     return not _numpy_sees_vnni()  # macOS, Windows: numpy's view of the CPU; unknown -> saturates
 

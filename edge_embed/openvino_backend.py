@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_embed.cpu import cpu_flags
 from edge_embed.errors import BundleError, InputError
 from edge_embed.manifest import INTEGER_OPERATORS, STATIC_INT8_MODEL
 
@@ -43,11 +44,8 @@ def int8_scheme(manifest) -> str:
 
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     """AVX512_BF16 or AMX-BF16 (Linux /proc/cpuinfo; OpenVINO's own capability list elsewhere)."""
-    if cpuinfo is None and os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            cpuinfo = fh.read()
-    if cpuinfo is not None:
-        flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
+    flags = cpu_flags(cpuinfo)
+    if flags is not None:
         return any(flag in flags for flag in BF16_FLAGS)
     if not available():
         return False
