@@ -230,7 +230,7 @@ def _export(src: str, source: Path, out: Path, config: dict, family: families.Fa
     return report
 
 
-def _int8_models(staging: Path, family, options: ExportOptions, source: Path, config: dict) -> dict:
+def _int8_models(staging: Path, family, options: ExportOptions, source: Path, config: dict) -> tuple[dict, dict]:
     """The int8 model(s) of the scheme, {"int8": files} and for "both" {STATIC_INT8_MODEL: files}, and the
     manifest's int8 section."""
     scheme = options.int8_scheme
@@ -239,10 +239,10 @@ def _int8_models(staging: Path, family, options: ExportOptions, source: Path, co
     elif scheme == "both" and not _nncf_installed():
         log("[export] NNCF is not installed: the dynamic int8 model only (pip install 'edge-embed[export]')")
     if not _static_ranges(family, options):
-        models = {"int8": quantize_int8(staging / "model.fp32.onnx", staging / "model.int8.onnx",
-                                        scheme="dynamic" if scheme == "both" else scheme)}
+        scheme = "dynamic" if scheme == "both" else scheme
+        models = {"int8": quantize_int8(staging / "model.fp32.onnx", staging / "model.int8.onnx", scheme=scheme)}
         log(f"[export] int8 ONNX written ({_megabytes(staging, models['int8'])} MB)")
-        return models, {"scheme": "dynamic" if scheme == "both" else scheme}
+        return models, {"scheme": scheme}
     written = quantize_static_int8(
         staging / "model.fp32.onnx", staging / TOKENIZER_FILE, families.prefixes(family, source),
         _max_length(options, config, source), multilingual=family is families.V2_MOE,

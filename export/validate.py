@@ -138,12 +138,12 @@ def validate_bundle(model, bundle, config: dict, source=None, int8_min_cosine: f
     fp32 is also compared with sentence-transformers where it can run the checkpoint."""
     report: dict = {"texts": 0, "precisions": {}, "int8_min_cosine": int8_min_cosine}
     reference_routes = None
-    written = read_manifest(bundle).models
-    for precision in [p for p in ("fp32", "int8", STATIC_INT8_MODEL, "fp16") if p in written]:  # fp16 on CPU here
+    manifest = read_manifest(bundle)
+    for precision in [p for p in ("fp32", "int8", STATIC_INT8_MODEL, "fp16") if p in manifest.models]:  # fp16 on CPU
         try:
             embedder = _embedder(bundle, precision)
         except EdgeEmbedError as exc:
-            if precision not in read_manifest(bundle).requires_onnxruntime:  # a model the exporter got wrong
+            if precision not in manifest.requires_onnxruntime:  # a model the exporter got wrong
                 raise ValidationError(f"the {precision} model written cannot be loaded: {exc}") from exc
             # written for a newer onnxruntime than this one (--moe fused's QMoE): not loadable here
             report["precisions"][precision] = {"not_validated": str(exc)}
@@ -181,9 +181,10 @@ def validate_bundle(model, bundle, config: dict, source=None, int8_min_cosine: f
 
 
 def _embedder(bundle, key: str) -> Embedder:
-    """The bundle's model under this models key on onnxruntime's CPU provider. The static int8 model
-    beside a dynamic one is what OpenVINO runs; onnxruntime runs its QDQ arithmetic too (the same
-    vectors within cosine 0.9999, tests/test_openvino.py), and is there wherever the export runs."""
+    """The bundle's model under this models key on onnxruntime's CPU provider. The QDQ model beside
+    onnxruntime's int8 one (--int8-scheme both) is what OpenVINO runs; onnxruntime runs its arithmetic
+    too (token states within cosine 0.999 of the integer-operator form, tests/test_static_int8.py), and
+    is there wherever the export runs."""
     if key != STATIC_INT8_MODEL:
         return Embedder(bundle, precision=key, providers="cpu", verify=False)
     embedder = Embedder(bundle, precision="int8", providers="cpu", verify=False)
