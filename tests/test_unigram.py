@@ -134,6 +134,15 @@ def test_batches_grouped_and_split_by_script_give_tokenizers_tokens(xlmr, monkey
                                                                                     add_special_tokens=False).ids
 
 
+def test_texts_cluster_by_the_block_of_their_highest_character(monkeypatch):
+    monkeypatch.setattr(unigram, "MIN_CLUSTER", 2)
+    texts = ["", "abc", "жук", "x" * 300 + "ж", "дом", "中文", "zz", "é"]  # a text's head is its first 256 characters
+    assert unigram._clusters(texts) == [[0, 1, 3, 6, 7], [2, 4], [5]]
+    monkeypatch.setattr(unigram, "MIN_CLUSTER", 3)  # smaller blocks go together, in text order
+    assert unigram._clusters(texts) == [[0, 1, 3, 6, 7], [2, 4, 5]]
+    assert unigram._clusters([]) == [] and unigram._clusters([""]) == [[0]]
+
+
 def test_an_invalid_text_is_a_type_error_as_in_tokenizers(xlmr):
     reference, lean = xlmr
     for bad in ("bad \ud800 surrogate", 3):
