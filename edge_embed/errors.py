@@ -15,6 +15,14 @@ class InputError(EdgeEmbedError, ValueError):
     """Bad arguments to embed(): texts, task, dim, precision, providers."""
 
 
+class TextTooLongError(InputError):
+    """A text is longer than the model's max length and truncation="error" was asked for."""
+
+    def __init__(self, message: str, index: int, tokens: int, max_length: int, at_least: bool = False):
+        super().__init__(message)
+        self.index, self.tokens, self.max_length, self.at_least = index, tokens, max_length, at_least
+
+
 class NonFiniteError(EdgeEmbedError):
     """The model produced NaN or infinite states (an fp16 overflow, a damaged export)."""
 

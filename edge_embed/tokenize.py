@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from edge_embed.errors import BundleError, InputError
+from edge_embed.errors import BundleError, InputError, TextTooLongError
 from edge_embed.unigram import UnigramTokenizer
 from edge_embed.windows import split_windows
 
@@ -183,11 +183,12 @@ class TextTokenizer:
                 owner.append(index)
                 continue
             if truncation == "error":
-                raise InputError(
+                raise TextTooLongError(
                     f"texts[{index}] has {'over ' if partial else ''}{len(encoding.ids)} tokens, more than the "
                     "model's max length "
                     f"{self.max_length}; shorten it, or pass truncation='truncate' or 'chunk' "
-                    "(edge-embed embed: --truncation truncate|chunk)"
+                    "(edge-embed embed: --truncation truncate|chunk)",
+                    index, len(encoding.ids), self.max_length, at_least=partial,
                 )
             if truncation == "truncate":
                 head, content, tail = self._split(encoding)

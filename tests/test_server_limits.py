@@ -133,8 +133,14 @@ def test_over_length_is_truncated_and_counted_or_refused(strict, path):
     answer = strict.post(path, {field: texts})
     assert answer.status_code == 200 and answer.headers["x-truncated-texts"] == "1"
     refused = strict.post(path, {field: texts, "truncate": False})
-    assert refused.status_code == 422
+    assert refused.status_code == (400 if path == "/api/embed" else 422)  # Ollama's own status for it
     assert f"{field}[1] has" in message(refused) and "max length 64" in message(refused)
+    assert '"truncate": true' in message(refused) and "truncation=" not in message(refused)  # HTTP's words
+    if path == "/v1/embeddings":  # token ids: the same message
+        ids = strict.post(path, {field: [list(range(1000, 1100))], "truncate": False})
+        assert ids.status_code == 422 and message(ids) == (f'{field}[0] has 102 tokens, more than the model\'s max '
+                                                           'length 64; shorten it, or send "truncate": true to cut it '
+                                                           'to 64 tokens')
     assert_still_serving(strict)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.requests import Request
 
-from edge_embed.errors import InputError, is_int
+from edge_embed.errors import InputError, TextTooLongError, is_int
 from edge_embed.pooling import binarize, matryoshka
 from edge_embed.server import metrics
 from edge_embed.server.errors import ApiError
@@ -39,6 +39,7 @@ class EmbedRequest:
     normalize: bool = True
     field: str = "input"
     dim_field: str = "dimensions"
+    too_long_status: int = 422  # Ollama answers a too-long input with 400 when truncate is false
 
 
 @dataclass
@@ -127,6 +128,8 @@ def tokenize(model: ServedModel, req: EmbedRequest,
     if isinstance(req.inputs[0], str):
         try:
             encoded = tokenizer.encode([_strip_prefix(t, prefix) for t in req.inputs], prefix, req.truncation)
+        except TextTooLongError as exc:
+            raise _too_long(req, exc.index, exc.tokens, exc.max_length, exc.at_least) from None
         except InputError as exc:
             raise ApiError(422, str(exc).replace("texts[", f"{req.field}["), param=req.field) from None
         return encoded.sequences, encoded.owner, encoded.keep, encoded.truncated
@@ -144,14 +147,20 @@ def tokenize(model: ServedModel, req: EmbedRequest,
         content = kept + list(ids)
         if len(content) > room:
             if req.truncation == "error":
-                raise ApiError(422, f"{req.field}[{index}] has {len(content) + len(head) + len(tail)} tokens, more "
-                                    f"than the model's max length {tokenizer.max_length}; shorten it or allow "
-                                    "truncation", param=req.field)
+                raise _too_long(req, index, len(content) + len(head) + len(tail), tokenizer.max_length)
             content = content[:room]
             truncated.append(index)
         sequences.append(np.asarray(head + content + tail, dtype=np.int64))
     keep = np.array([(0, len(seq)) for seq in sequences], dtype=np.int64)
     return sequences, np.arange(len(sequences), dtype=np.int64), keep, truncated
+
+
+def _too_long(req: EmbedRequest, index: int, tokens: int, max_length: int, at_least: bool = False) -> ApiError:
+    """A text over the max length when the request said not to truncate: what an HTTP client can send."""
+    return ApiError(req.too_long_status,
+                    f"{req.field}[{index}] has {'over ' if at_least else ''}{tokens} tokens, more than the model's "
+                    f"max length {max_length}; shorten it, or send \"truncate\": true to cut it to {max_length} "
+                    "tokens", param=req.field)
 
 
 def postprocess(model: ServedModel, req: EmbedRequest, dim: int):

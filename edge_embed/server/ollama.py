@@ -44,7 +44,7 @@ async def api_embed(body: EmbedBody, request: Request):
     start = time.perf_counter_ns()
     state = request.app.state
     req = EmbedRequest(body.model, parse_inputs(body.input, "input", allow_ids=False), body.task, body.dimensions,
-                       body.encoding_format, "truncate" if body.truncate else "error")
+                       body.encoding_format, "truncate" if body.truncate else "error", too_long_status=400)
     result = await embed(state.registry, state.limits, request, req)
     return JSONResponse({"model": result.model.name, "embeddings": result.rows(req.output),
                          "total_duration": time.perf_counter_ns() - start, "load_duration": 0,
