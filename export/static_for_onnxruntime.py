@@ -93,14 +93,18 @@ def integer_operators(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(added_inits)
-    used = {name for node in nodes for name in node.input} | {out.name for out in graph.output}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
     fold_smoothing(graph)
+    _drop_unused_initializers(graph)  # (the replaced weights' DequantizeLinear inputs, folded scales)
     if not any(op.domain == MS_DOMAIN for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return model
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    used = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def activation_quantizers(model: onnx.ModelProto) -> list[list]:

@@ -43,6 +43,9 @@ def test_auto_exports_static_int8_for_dense_models_and_dynamic_for_moe(bundle):
     found = ops(bundle("nomic-v15-tiny") / "model.int8.onnx")
     assert found["MatMulIntegerToFloat"] == 2 * 7 and found["QuantizeLinear"] == 2 * 4
     assert not found["DynamicQuantizeLinear"] + found["DequantizeLinear"]  # the table's rows dequantized after Gather
+    graph = onnx.load(bundle("nomic-v15-tiny") / "model.int8.onnx", load_external_data=False).graph
+    read = {name for node in graph.node for name in node.input}
+    assert [t.name for t in graph.initializer if t.name not in read] == []  # no dead weights (ORT warns of them)
     moe = Embedder(bundle("nomic-v2moe-tiny"), precision="int8", providers="cpu")
     assert moe.manifest.extra["int8"] == {"scheme": "dynamic"}
 
