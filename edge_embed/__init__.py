@@ -7,9 +7,11 @@ from edge_embed.errors import (
     InputError,
     NonFiniteError,
     ProviderWarning,
+    TextTooLongError,
     TruncationWarning,
 )
 
 __version__ = "0.1.0"
 __all__ = ["BatchLimits", "BundleError", "EdgeEmbedError", "Embedder", "InputError", "NonFiniteError",
-           "ProviderWarning", "TruncationWarning", "__version__"]
+           "ProviderWarning", "TextTooLongError",
+           "TruncationWarning", "__version__"]

@@ -9,7 +9,7 @@ import pytest
 from token_states import v15_recipe, whole_document_states
 from tokenizers import Tokenizer
 
-from edge_embed import Embedder, InputError, TruncationWarning
+from edge_embed import Embedder, InputError, TextTooLongError, TruncationWarning
 
 NAME = "nomic-v15-tiny"
 LONG = " ".join(f"token{i % 50} is here" for i in range(40))  # ~200 tokens
@@ -39,8 +39,10 @@ def test_truncate_warns_with_the_count_and_keeps_the_head_and_the_closing_token(
 
 
 def test_error_mode_rejects_long_texts(short_model):
-    with pytest.raises(InputError, match=r"texts\[1\] has \d+ tokens, more than the model's max length 48"):
+    with pytest.raises(InputError, match=r"texts\[1\] has \d+ tokens, more than the model's max length 48") as caught:
         short_model.embed(["short", LONG], truncation="error")
+    assert isinstance(caught.value, TextTooLongError)  # which text, and by how much, for callers (the server's 4xx)
+    assert (caught.value.index, caught.value.max_length) == (1, 48) and caught.value.tokens > 48
 
 
 def test_chunk_mode_averages_each_token_of_the_text_once(bundle, short_model):
