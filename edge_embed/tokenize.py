@@ -178,17 +178,18 @@ class TextTokenizer:
         check_truncation(truncation)
         sequences, owner, truncated, chunked, keep = [], [], [], [], []
         for index, encoding, partial in self._encodings(texts, prefix, whole=truncation == "chunk"):
-            if len(encoding.ids) <= self.max_length:
-                sequences.append(np.asarray(encoding.ids, dtype=np.int64))
+            ids = encoding.ids  # (a tokenizers.Encoding makes a new list of them at each read)
+            if len(ids) <= self.max_length:
+                sequences.append(np.asarray(ids, dtype=np.int64))
                 owner.append(index)
                 continue
             if truncation == "error":
                 raise TextTooLongError(
-                    f"texts[{index}] has {'over ' if partial else ''}{len(encoding.ids)} tokens, more than the "
+                    f"texts[{index}] has {'over ' if partial else ''}{len(ids)} tokens, more than the "
                     "model's max length "
                     f"{self.max_length}; shorten it, or pass truncation='truncate' or 'chunk' "
                     "(edge-embed embed: --truncation truncate|chunk)",
-                    index, len(encoding.ids), self.max_length, at_least=partial,
+                    index, len(ids), self.max_length, at_least=partial,
                 )
             if truncation == "truncate":
                 head, content, tail = self._split(encoding)
