@@ -3,18 +3,19 @@
     python bench/openvino_paths.py --work build/bench [--quick] [--model v15|v2moe|all] [--threads 2]
 
 Model forward on the same padded int64 batches (16 x 128 tokens; 4 x 512), alternating rounds:
-- onnxruntime: fp32, the dynamic int8 model (a `--int8-scheme dynamic` bundle) and, v1.5 only (NNCF
-  cannot calibrate the sparse MoE graph), the static int8 model in integer operators: the export
-  default for dense models, from a `--int8-scheme both` bundle;
+- onnxruntime: fp32, the dynamic int8 model (a `--int8-scheme dynamic` bundle; v2-moe's default) and,
+  v1.5 only (the exporter's NNCF pass cannot calibrate the sparse MoE graph), the static int8 model in
+  integer operators: the export default for dense models, from a `--int8-scheme both` bundle;
 - OpenVINO: the fp32 model with the f32 hint and with bf16 (where the CPU has it), the both bundle's
   static QDQ model (f32 hint, and bf16 float parts as the runtime runs it where the CPU has them), and
-  `nncf.quantize` of the fp32 model (64 calibration texts, TRANSFORMER, the peer a user would build
-  themselves; cached in WORK/bundles/KEY-nncf).
-End to end: `Embedder(bundle, precision="auto")` (the default: onnxruntime's static int8 for v1.5), the
-dynamic bundle, and the both bundle with `providers="openvino"` embedding texts (tokenizing included)
-against the NNCF OpenVINO model fed pre-tokenized, length-sorted batches of 16, on fixed 128-token texts
-and on mixed 16-512-token texts. The int8 GEMM bound at the model's shapes on OpenVINO and onnxruntime
-(bench/openvino_gemm.py) and each int8 path's fraction of it at 16 x 128.
+  `nncf.quantize` of OpenVINO's conversion of the fp32 model (64 calibration texts, multilingual for
+  v2-moe, TRANSFORMER, the peer a user would build themselves; cached in WORK/bundles/KEY-nncf). On
+  v2-moe it quantizes all but the experts, which OpenVINO's conversion puts in If bodies (6 min here).
+End to end: `Embedder(bundle, precision="auto")` (the default: onnxruntime's static int8 for v1.5, dynamic
+for v2-moe), for v1.5 the dynamic bundle and the both bundle with `providers="openvino"`, embedding texts
+(tokenizing included) against the NNCF OpenVINO model fed pre-tokenized, length-sorted batches of 16, on
+fixed 128-token texts and on mixed 16-512-token texts. The int8 GEMM bound at the model's shapes on
+OpenVINO and onnxruntime (bench/openvino_gemm.py) and each int8 path's fraction of it at 16 x 128 (v1.5).
 Writes JSON to --out; prints tokens/s.
 """
 from __future__ import annotations
@@ -74,7 +75,7 @@ def ov_forward(model, threads: int, hint: str):
     return lambda feeds: np.array(request.infer(feeds)[0])
 
 
-def nncf_int8(fp32: Path, tokenizer, prefixes, cache: Path):
+def nncf_int8(fp32: Path, tokenizer, prefixes, cache: Path, multilingual: bool = False):
     """OpenVINO model from nncf.quantize of the bundle's fp32 model (cached as IR)."""
     import nncf
     import openvino as ov
@@ -85,7 +86,10 @@ def nncf_int8(fp32: Path, tokenizer, prefixes, cache: Path):
     if not xml.exists():
         start = time.perf_counter()
         items = []
-        for text in calibration_texts(prefixes, multilingual=False)[:64]:
+        texts = calibration_texts(prefixes, multilingual=multilingual)
+        if multilingual:  # every language: the list holds them one after another
+            texts = texts[:: max(1, len(texts) // 64)]
+        for text in texts[:64]:
             ids = np.asarray([tokenizer.encode(text).ids[:512]], dtype=np.int64)
             items.append({"input_ids": ids, "attention_mask": np.ones_like(ids)})
         model = nncf.quantize(ov.convert_model(str(fp32)), nncf.Dataset(items),
@@ -131,11 +135,11 @@ def run_model(key: str, args) -> dict:
         hint = openvino_backend.inference_precision("int8", model.manifest)
         if hint != "f32":  # what the runtime runs: the float parts in bf16 where the CPU has it
             forwards[f"ov-int8-static-{hint}"] = ov_forward(str(static_model), args.threads, hint)
-        cache = work / "bundles" / f"{key}-nncf"
-        cache.mkdir(parents=True, exist_ok=True)
-        nncf_xml = nncf_int8(bundle / "model.fp32.onnx", tokenizer, model.manifest.prefixes, cache)
-        forwards["ov-nncf-int8"] = ov_forward(nncf_xml, args.threads, "bf16" if openvino_backend.cpu_has_bf16()
-                                              else "f32")
+    cache = work / "bundles" / f"{key}-nncf"
+    cache.mkdir(parents=True, exist_ok=True)
+    nncf_xml = nncf_int8(bundle / "model.fp32.onnx", tokenizer, model.manifest.prefixes, cache,
+                         multilingual=key == "v2moe")
+    forwards["ov-nncf-int8"] = ov_forward(nncf_xml, args.threads, "bf16" if openvino_backend.cpu_has_bf16() else "f32")
     rng = np.random.default_rng(0)
     result = {"forward_tokens_per_s": {}, "end_to_end_tokens_per_s": {}}
     for shape, (batch, length) in SHAPES.items():
@@ -157,30 +161,32 @@ def run_model(key: str, args) -> dict:
         log(f"[bench] {key} int8 GEMM bound (GFLOP/s): OpenVINO {bounds['openvino_int8_gflops']:.0f}, onnxruntime "
             f"{bounds['onnxruntime_int8_gflops']:.0f}; fraction at 16x128: "
             + json.dumps({k: round(v, 2) for k, v in bounds["fraction_16x128"].items()}))
-    if "ov-nncf-int8" in forwards:
-        # the default (onnxruntime's static int8), the dynamic int8 it replaces, and OpenVINO's int8 asked for
-        # by name (the QDQ model, bf16 float parts where the CPU has them, batches padded by length buckets)
-        default = Embedder(bundle, precision="auto", threads=args.threads)
-        result["default_path"] = repr(default)
-        replaced = Embedder(dynamic, precision="auto", threads=args.threads)
-        on_openvino = Embedder(bundle, precision="auto", providers="openvino", threads=args.threads)
-        result["openvino_path"] = repr(on_openvino)
-        n = 32 if args.quick else 128
-        for workload, lengths in {"fixed128": [128] * n,
-                                  "mixed16-512": rng.integers(16, 513, n).tolist()}.items():
-            texts = texts_of_length(tokenizer, lengths)
-            encoded = sorted((tokenizer.encode(t).ids for t in texts), key=len, reverse=True)
-            batches = [pad(encoded[i:i + 16], 0) for i in range(0, len(encoded), 16)]
-            peer = forwards["ov-nncf-int8"]
-            tokens = sum(len(e) for e in encoded)
-            calls = {"edge-embed-default": lambda t=texts: default.embed(t),
-                     "edge-embed-dynamic": lambda t=texts: replaced.embed(t),
-                     "edge-embed-openvino": lambda t=texts: on_openvino.embed(t),
-                     "ov-nncf-int8-pretokenized": lambda b=batches, f=peer: [f({"input_ids": i, "attention_mask": m})
-                                                                             for i, m in b]}
-            result["end_to_end_tokens_per_s"][workload] = rates(calls, tokens, args.rounds)
-            log(f"[bench] {key} end to end {workload}: " + json.dumps(
-                {k: round(v) for k, v in result["end_to_end_tokens_per_s"][workload].items()}))
+    # the default (v1.5: onnxruntime's static int8; v2-moe: dynamic) and, v1.5 only, the dynamic int8 it
+    # replaces and OpenVINO's int8 asked for by name (the QDQ model, bf16 float parts where the CPU has
+    # them, batches padded by length buckets)
+    default = Embedder(bundle, precision="auto", threads=args.threads)
+    result["default_path"] = repr(default)
+    others = {}
+    if static is not None:
+        others["edge-embed-dynamic"] = Embedder(dynamic, precision="auto", threads=args.threads)
+        others["edge-embed-openvino"] = Embedder(bundle, precision="auto", providers="openvino",
+                                                 threads=args.threads)
+        result["openvino_path"] = repr(others["edge-embed-openvino"])
+    n = 32 if args.quick else 128
+    for workload, lengths in {"fixed128": [128] * n,
+                              "mixed16-512": rng.integers(16, 513, n).tolist()}.items():
+        texts = texts_of_length(tokenizer, lengths)
+        encoded = sorted((tokenizer.encode(t).ids for t in texts), key=len, reverse=True)
+        batches = [pad(encoded[i:i + 16], 0) for i in range(0, len(encoded), 16)]
+        peer = forwards["ov-nncf-int8"]
+        tokens = sum(len(e) for e in encoded)
+        calls = {"edge-embed-default": lambda t=texts: default.embed(t),
+                 **{name: (lambda t=texts, e=other: e.embed(t)) for name, other in others.items()},
+                 "ov-nncf-int8-pretokenized": lambda b=batches, f=peer: [f({"input_ids": i, "attention_mask": m})
+                                                                         for i, m in b]}
+        result["end_to_end_tokens_per_s"][workload] = rates(calls, tokens, args.rounds)
+        log(f"[bench] {key} end to end {workload}: " + json.dumps(
+            {k: round(v) for k, v in result["end_to_end_tokens_per_s"][workload].items()}))
     return result
 
 
