@@ -10,7 +10,7 @@ Model forward on the same padded int64 batches (16 x 128 tokens; 4 x 512), alter
   static QDQ model (f32 hint, and bf16 float parts as the runtime runs it where the CPU has them), and
   `nncf.quantize` of OpenVINO's conversion of the fp32 model (64 calibration texts, multilingual for
   v2-moe, TRANSFORMER, the peer a user would build themselves; cached in WORK/bundles/KEY-nncf). On
-  v2-moe it quantizes all but the experts, which OpenVINO's conversion puts in If bodies (6 min here).
+  v2-moe it quantizes all but the experts, which OpenVINO's conversion puts in If bodies (~7 min here).
 End to end: `Embedder(bundle, precision="auto")` (the default: onnxruntime's static int8 for v1.5, dynamic
 for v2-moe), for v1.5 the dynamic bundle and the both bundle with `providers="openvino"`, embedding texts
 (tokenizing included) against the NNCF OpenVINO model fed pre-tokenized, length-sorted batches of 16, on
