@@ -3,9 +3,10 @@
 Texts are sorted longest first and cut into runs of neighbours. Where to cut is a small dynamic
 program: it minimises padded tokens (batch size x longest text) plus a fixed cost per batch, under
 the memory limits. On CPU a batch costs little beyond its tokens (about 16 tokens' time, measured on
-the v1.5 int8 bundle, 2 threads), and batches past ~2k tokens run slower per token (the activations
-fall out of cache), so CPU batches stay small and tight. GPUs are the other way round: a launch
-costs far more and big batches are cheap, so their defaults allow long batches with more padding.
+the v1.5 int8 bundle, 2 threads), and bigger batches run slower per token (the activations fall out
+of cache: 1,024 padded tokens beat 2,048 for dense models), so CPU batches stay small and tight.
+GPUs are the other way round: a launch costs far more and big batches are cheap, so their defaults
+allow long batches with more padding.
 
 Some engines round a token's state differently with the padded length of its batch (OpenVINO's
 float reductions), and static int8 turns such last-bit differences into whole int8 steps: MiniLM,
@@ -24,6 +25,14 @@ from edge_embed.errors import InputError, is_int
 
 # OpenVINO's static int8: lengths rounded up to 16 tokens (padding within ~7% at 128 tokens)
 OPENVINO_INT8_PAD_MULTIPLE = 16
+# Dense models on onnxruntime's CPU provider: batches of 1,024 padded tokens ran v1.5 1.06-1.20x faster
+# than 2,048 end to end (int8, static and dynamic; 24- to 512-token texts; BENCHMARKS.md "Batch
+# planning"); MoE models keep 2,048, where a bigger batch feeds each expert more tokens (0.97-1.02x).
+CPU_DENSE_MAX_TOKENS = 1024
+# A batch of more padded tokens than this and than the budget (one long text) gives onnxruntime's arena back
+# after its run; up to it the arena keeps its buffers for the next batch (v1.5, 2,000-token texts with the
+# 1,024 budget: shrinking after each cost ~4%).
+ARENA_KEEP_TOKENS = 2048
 
 
 @dataclass(frozen=True)
@@ -43,10 +52,12 @@ class BatchLimits:
             object.__setattr__(self, name, int(value))  # numpy ints in, plain ints kept (frozen dataclass)
 
     @classmethod
-    def for_provider(cls, provider: str, precision: str | None = None) -> BatchLimits:
-        """Defaults for the execution provider that runs the model (and the precision it runs)."""
+    def for_provider(cls, provider: str, precision: str | None = None, moe: bool = False) -> BatchLimits:
+        """Defaults for the execution provider that runs the model (the precision it runs, whether it is MoE)."""
         if provider == "OpenVINO" and precision == "int8":  # edge_embed.openvino_backend: see the module doc
             return cls(pad_multiple=OPENVINO_INT8_PAD_MULTIPLE)
+        if provider == "CPUExecutionProvider" and not moe:
+            return cls(max_tokens=CPU_DENSE_MAX_TOKENS)
         if provider in ("CPUExecutionProvider", "OpenVINO"):
             return cls()
         return cls(max_tokens=16384, batch_cost=1024)

@@ -205,8 +205,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-queue-tokens", type=int, default=1_000_000,
                    help="tokens waiting per model before new requests get 429")
     p.add_argument("--batch-tokens", type=int,
-                   help="padded tokens per batch (default: the runtime's, 2048 on CPU); a smaller budget keeps "
-                        "onnxruntime's memory arena, and so the server's RSS, smaller")
+                   help="padded tokens per batch (default: the runtime's, on CPU 1024 for dense models, 2048 for "
+                        "MoE); a smaller budget keeps onnxruntime's memory arena, and so the server's RSS, smaller")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_runtime_options(p)
 

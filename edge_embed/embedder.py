@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_embed import openvino_backend
-from edge_embed.batching import BatchLimits, pad, plan_batches
+from edge_embed.batching import ARENA_KEEP_TOKENS, BatchLimits, pad, plan_batches
 from edge_embed.errors import (
     BundleError,
     EdgeEmbedError,
@@ -82,7 +82,8 @@ class Embedder:
         self._load(threads, verify)
         if self.providers[0] not in self.session.get_providers():
             self._continue_on_cpu(providers, precision, threads, verify)
-        self.batch_limits = batch_limits or BatchLimits.for_provider(self.providers[0], self.precision)
+        self.batch_limits = batch_limits or BatchLimits.for_provider(self.providers[0], self.precision,
+                                                                     moe=bool(self.manifest.extra.get("moe")))
         self._shrink_arena = arena_shrinking_run()
 
     def _load(self, threads: int | None, verify: bool) -> None:
@@ -331,7 +332,7 @@ class Embedder:
                 if on_batch is not None and not on_batch(tokens):
                     return None
         out[encoded.chunked] = sums / counts[:, None]
-        if max(lengths, default=0) > self.batch_limits.max_tokens:
+        if max(lengths, default=0) > max(self.batch_limits.max_tokens, ARENA_KEEP_TOKENS):
             release_freed_heap()  # a long text's temporaries (tokens, offsets, its states' float64 sum)
         broken = np.flatnonzero(~np.isfinite(out).all(axis=1))
         if broken.size:  # e.g. an fp16 overflow on a GPU: never hand back NaN vectors as embeddings
@@ -381,7 +382,7 @@ class Embedder:
 
     def _run(self, ids: np.ndarray, mask: np.ndarray, release: bool = False) -> np.ndarray:
         feeds = {"input_ids": ids, "attention_mask": mask}  # by name: _check_io made sure the model has these
-        release = release or ids.size > self.batch_limits.max_tokens  # one text longer than the batch budget
+        release = release or ids.size > max(self.batch_limits.max_tokens, ARENA_KEEP_TOKENS)  # one long text
         try:
             return self.session.run([self.manifest.output_name], feeds, self._shrink_arena if release else None)[0]
         except Exception as exc:  # an ORT (or OpenVINO) failure deep inside: say what was being run

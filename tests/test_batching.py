@@ -44,6 +44,14 @@ def test_realistic_spread_pads_less_than_two_percent():
         assert all(len(b) == 1 or len(b) * max(lengths[i] for i in b) <= BatchLimits().max_tokens for b in batches)
 
 
+def test_dense_models_get_smaller_cpu_batches_than_moe_models(bundle):
+    dense = BatchLimits.for_provider("CPUExecutionProvider", "int8")
+    moe = BatchLimits.for_provider("CPUExecutionProvider", "int8", moe=True)
+    assert (dense.max_tokens, moe.max_tokens) == (1024, 2048)
+    assert Embedder(bundle("nomic-v15-tiny"), precision="int8", providers="cpu").batch_limits == dense
+    assert Embedder(bundle("nomic-v2moe-tiny"), precision="int8", providers="cpu").batch_limits == moe
+
+
 def test_gpu_batches_are_longer_than_cpu_batches():
     cpu, gpu = BatchLimits.for_provider("CPUExecutionProvider"), BatchLimits.for_provider("CUDAExecutionProvider")
     assert gpu.max_tokens > cpu.max_tokens and gpu.batch_cost > cpu.batch_cost
