@@ -13,5 +13,4 @@ from edge_embed.errors import (
 
 __version__ = "0.1.0"
 __all__ = ["BatchLimits", "BundleError", "EdgeEmbedError", "Embedder", "InputError", "NonFiniteError",
-           "ProviderWarning", "TextTooLongError",
-           "TruncationWarning", "__version__"]
+           "ProviderWarning", "TextTooLongError", "TruncationWarning", "__version__"]

@@ -332,7 +332,7 @@ class Embedder:
                 if on_batch is not None and not on_batch(tokens):
                     return None
         out[encoded.chunked] = sums / counts[:, None]
-        if max(lengths, default=0) > max(self.batch_limits.max_tokens, ARENA_KEEP_TOKENS):
+        if self._long_text(max(lengths, default=0)):
             release_freed_heap()  # a long text's temporaries (tokens, offsets, its states' float64 sum)
         broken = np.flatnonzero(~np.isfinite(out).all(axis=1))
         if broken.size:  # e.g. an fp16 overflow on a GPU: never hand back NaN vectors as embeddings
@@ -380,9 +380,13 @@ class Embedder:
         self._run(ids, mask, release=True)
         release_freed_heap()
 
+    def _long_text(self, tokens: int) -> bool:
+        """A batch (one text) over the budget and over ARENA_KEEP_TOKENS: its buffers are given back after it."""
+        return tokens > max(self.batch_limits.max_tokens, ARENA_KEEP_TOKENS)
+
     def _run(self, ids: np.ndarray, mask: np.ndarray, release: bool = False) -> np.ndarray:
         feeds = {"input_ids": ids, "attention_mask": mask}  # by name: _check_io made sure the model has these
-        release = release or ids.size > max(self.batch_limits.max_tokens, ARENA_KEEP_TOKENS)  # one long text
+        release = release or self._long_text(ids.size)
         try:
             return self.session.run([self.manifest.output_name], feeds, self._shrink_arena if release else None)[0]
         except Exception as exc:  # an ORT (or OpenVINO) failure deep inside: say what was being run

@@ -189,6 +189,11 @@ class UnigramTokenizer:
             return encodings
         with ThreadPoolExecutor(max_workers=1) as encoder:
             queued: deque = deque()  # (ids, members, future) of the encodes handed to the thread, in order
+
+            def wrap_first() -> None:
+                ids, done_members, future = queued.popleft()
+                wrap(ids, done_members, future.result())
+
             for members in clusters:
                 cluster = [texts[i] for i in members]
                 tokenizer, ids = self._tokenizer(cluster)
@@ -198,11 +203,9 @@ class UnigramTokenizer:
                 # Wrapping a finished encode is Python (the GIL): done here, between builds, while the
                 # thread encodes the next cluster. At most MODELS_AHEAD models wait for the thread.
                 while queued and (len(queued) > MODELS_AHEAD or queued[0][2].done()):
-                    ids, done_members, future = queued.popleft()
-                    wrap(ids, done_members, future.result())
+                    wrap_first()
             while queued:
-                ids, done_members, future = queued.popleft()
-                wrap(ids, done_members, future.result())
+                wrap_first()
         return encodings
 
     def _tokenizer(self, texts: list[str]) -> tuple[Tokenizer, list[int]]:
