@@ -82,7 +82,7 @@ def static_int8_model(manifest) -> str | None:
     if STATIC_INT8_MODEL in manifest.models:
         return STATIC_INT8_MODEL
     section = manifest.extra.get("int8") or {}
-    if "int8" in manifest.models and int8_scheme(manifest) == STATIC_INT8 and section.get("form") != INTEGER_OPERATORS:
+    if "int8" in manifest.models and section.get("scheme") == STATIC_INT8 and section.get("form") != INTEGER_OPERATORS:
         return "int8"
     return None
 
