@@ -6,8 +6,9 @@ For each model (full-size random checkpoints, exported once and cached like benc
   embedding (interpreter start-up included), RSS after load and after the first embedding, peak RSS
   (VmHWM) while loading; with the bundle's lean tokenizer and with tokenizer.json (tokenizers).
 - tokenizer alone: load time and RSS growth of TextTokenizer in a new process, both kinds.
-- tokenizing N multilingual texts (cold caches, new process, both kinds in alternating processes):
-  seconds, CPU seconds, and their ratio lean/tokenizers (the median of the pairs' ratios).
+- tokenizing N multilingual texts (cold caches, new process, the kinds in alternating processes):
+  seconds, CPU seconds, and their ratio lean/tokenizers (the median of the pairs' ratios); also
+  against tokenizers with offsets, as the runtime tokenized before it stopped reading them.
 
     python bench/load_memory.py --work build/bench --out build/bench/load_memory.json [--corpus DIR]
 
@@ -33,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from edge_embed.measure import cold_start, peak_rss_mb, rss_mb  # noqa: E402
 
 BENCH = REPO / "bench"
+OFFSETS_KIND = "tokenizer.json+offsets"
 
 
 def embedder(bundle: str, kind: str, threads: int):
@@ -73,6 +75,11 @@ def child_tokenizer(bundle: str, kind: str) -> dict:
 
 def child_tokenize(bundle: str, kind: str, texts_file: str) -> dict:
     texts = json.loads(Path(texts_file).read_text(encoding="utf-8"))
+    if kind == OFFSETS_KIND:  # tokenizers' encode_batch, offsets and all, as the runtime ran it up to commit 738e3db
+        import edge_embed.tokenize
+
+        fast_or_not = edge_embed.tokenize._encode_batches
+        edge_embed.tokenize._encode_batches = lambda tokenizer, batches, offsets: fast_or_not(tokenizer, batches, True)
     tokenizer = _tokenizer(Path(bundle), kind)
     start, cpu = time.perf_counter(), time.process_time()
     encoded = tokenizer.encode(texts)
@@ -122,18 +129,23 @@ def measure(bundle: Path, texts_file: Path, repeats: int, threads: int, log=prin
             f"{out[f'tokenizer[{kind}]']['load_s']:.3f} s, {out[f'tokenizer[{kind}]']['rss_growth_mb']:.1f} MB")
     # The tokenizing run: the two kinds in alternating new processes, so that a shared host's load
     # falls on both alike; the ratio of each pair, then their median.
-    runs = {kind: [] for kind in kinds}
+    # Both ways read no offsets (the runtime's path unless it chunks); OFFSETS_KIND is tokenizers as the
+    # runtime ran it before it stopped reading them: the speed the issue calls "today".
+    runs = {kind: [] for kind in (*kinds, OFFSETS_KIND)}
     for _ in range(repeats):
-        for kind in kinds:
+        for kind in runs:
             runs[kind].append(in_fresh_process("tokenize", str(bundle), kind, str(texts_file)))
-    for kind in kinds:
+    for kind in runs:
         out[f"tokenize[{kind}]"] = median_of(runs[kind])
-    out["tokenize_lean_over_tokenizers"] = {
-        key: statistics.median(lean[key] / plain[key] for lean, plain in zip(runs["lean"], runs["tokenizer.json"]))
-        for key in ("seconds", "cpu_seconds")}
+    for name, other in [("tokenize_lean_over_tokenizers", "tokenizer.json"),
+                        ("tokenize_lean_over_tokenizers_with_offsets", OFFSETS_KIND)]:
+        out[name] = {key: statistics.median(lean[key] / plain[key] for lean, plain in zip(runs["lean"], runs[other]))
+                     for key in ("seconds", "cpu_seconds")}
     log(f"[load_memory] {bundle.name} tokenizing {out['tokenize[lean]']['texts']} texts: lean "
-        f"{out['tokenize[lean]']['seconds']:.3f} s, tokenizers {out['tokenize[tokenizer.json]']['seconds']:.3f} s; "
-        "lean/tokenizers " + json.dumps({k: round(v, 3) for k, v in out["tokenize_lean_over_tokenizers"].items()}))
+        f"{out['tokenize[lean]']['seconds']:.3f} s, tokenizers {out['tokenize[tokenizer.json]']['seconds']:.3f} s, "
+        f"with offsets {out[f'tokenize[{OFFSETS_KIND}]']['seconds']:.3f} s; lean/tokenizers "
+        + json.dumps({k: round(v, 3) for k, v in out["tokenize_lean_over_tokenizers"].items()}) + ", lean/with offsets "
+        + json.dumps({k: round(v, 3) for k, v in out["tokenize_lean_over_tokenizers_with_offsets"].items()}))
     return out
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from edge_embed.errors import BundleError, InputError, TextTooLongError
-from edge_embed.unigram import UnigramTokenizer
+from edge_embed.unigram import LeanEncoding, UnigramTokenizer
 from edge_embed.windows import split_windows
 
 TRUNCATION_MODES = ("truncate", "error", "chunk")
@@ -41,11 +41,22 @@ def _unencodable(texts: list[str], start: int) -> str:
     return f"the tokenizer could not take texts[{start}:{start + len(texts)}]"
 
 
-def _encode_batches(tokenizer, batches):
-    """encode_batch of each batch; the lean Unigram tokenizer builds one model for several of them."""
+def _encode_batches(tokenizer, batches, offsets: bool):
+    """encode_batch of each batch; the lean Unigram tokenizer builds one model for several of them.
+    Without `offsets`, encode_batch_fast: the same ids, no offsets (10,000 multilingual texts: 0.94x
+    the time with `tokenizers`, 0.90x with the lean tokenizer)."""
     if isinstance(tokenizer, UnigramTokenizer):
-        return tokenizer.encode_batches(batches)
-    return (tokenizer.encode_batch(batch) for batch in batches)
+        return tokenizer.encode_batches(batches, offsets=offsets)
+    encode = tokenizer.encode_batch if offsets else tokenizer.encode_batch_fast
+    return (encode(batch) for batch in batches)
+
+
+def _id_array(encoding) -> np.ndarray:
+    """An encoding's ids as int64: the lean tokenizer's are one already (a tokenizers.Encoding makes
+    a new list of them at each read)."""
+    if isinstance(encoding, LeanEncoding):
+        return encoding.id_array
+    return np.asarray(encoding.ids, dtype=np.int64)
 
 
 @dataclass
@@ -146,11 +157,11 @@ class TextTokenizer:
         """(index, tokenizers.Encoding, whether it covers only the text's head) for every text, made
         ENCODE_BLOCK texts at a time: an Encoding holds ~3 KB (tokens, offsets, masks), so encoding
         100k texts at once would hold 300 MB. Unless `whole`, a text far longer than max_length
-        tokens is encoded from its head only."""
+        tokens is encoded from its head only, and without offsets (only chunking reads them)."""
         starts = range(0, len(texts), ENCODE_BLOCK)
         heads = [[text if whole else self._head(text) for text in texts[start : start + ENCODE_BLOCK]]
                  for start in starts]
-        encoded = _encode_batches(self.tokenizer, ([prefix + text for text in block] for block in heads))
+        encoded = _encode_batches(self.tokenizer, ([prefix + text for text in block] for block in heads), offsets=whole)
         for start, block in zip(starts, heads):
             try:
                 encodings = next(encoded)
@@ -178,9 +189,9 @@ class TextTokenizer:
         check_truncation(truncation)
         sequences, owner, truncated, chunked, keep = [], [], [], [], []
         for index, encoding, partial in self._encodings(texts, prefix, whole=truncation == "chunk"):
-            ids = encoding.ids  # (a tokenizers.Encoding makes a new list of them at each read)
+            ids = _id_array(encoding)
             if len(ids) <= self.max_length:
-                sequences.append(np.asarray(ids, dtype=np.int64))
+                sequences.append(ids)
                 owner.append(index)
                 continue
             if truncation == "error":

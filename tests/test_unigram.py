@@ -123,13 +123,15 @@ def test_batches_grouped_and_split_by_script_give_tokenizers_tokens(xlmr, monkey
     texts += ["Ελληνικά κείμενα", "Русский текст <mask>", "ภาษาไทย", "中文文本", "✓ rare block", ""]
     batches = [texts[start : start + 17] for start in range(0, len(texts), 17)]
     assert len(unigram._clusters(texts)) >= 4
-    for special in (True, False):
-        got = list(lean.encode_batches(batches, add_special_tokens=special))
+    for special, offsets in [(True, True), (False, True), (True, False)]:
+        got = list(lean.encode_batches(batches, add_special_tokens=special, offsets=offsets))
         assert [len(batch) for batch in got] == [len(batch) for batch in batches]
+        encode = reference.encode_batch if offsets else reference.encode_batch_fast  # fast: offsets all (0, 0)
         for batch, encodings in zip(batches, got):
-            for want, have in zip(reference.encode_batch(batch, add_special_tokens=special), encodings):
+            for want, have in zip(encode(batch, add_special_tokens=special), encodings):
                 assert (have.ids, have.offsets, have.special_tokens_mask, have.tokens) == (
                     want.ids, want.offsets, want.special_tokens_mask, want.tokens)
+                assert have.id_array.dtype == np.int64 and have.id_array.tolist() == want.ids
     assert lean.encode("a <s> b", add_special_tokens=False).ids == reference.encode("a <s> b",
                                                                                     add_special_tokens=False).ids
 
