@@ -21,9 +21,9 @@ import sys
 from array import array
 from bisect import bisect_left
 from collections import deque
-from itertools import chain
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -158,10 +158,10 @@ class UnigramTokenizer:
 
     def encode_batches(self, batches: Iterable[list[str]], add_special_tokens: bool = True, offsets: bool = True
                        ) -> Iterator[list[LeanEncoding]]:
-        """encode_batch of each batch (encode_batch_fast without `offsets`). The texts of as many batches as make GROUP_TEXTS are encoded
-        together, one model for each script among them (see _clusters): the cost of a model
-        (finding its pieces, building it) grows much slower than its texts, and a smaller model
-        runs faster (tokenizers' Viterbi search walks a trie of its pieces)."""
+        """encode_batch of each batch (encode_batch_fast without `offsets`). The texts of as many
+        batches as make GROUP_TEXTS are encoded together, one model for each script among them (see
+        _clusters): the cost of a model (finding its pieces, building it) grows much slower than its
+        texts, and a smaller model runs faster (tokenizers' Viterbi search walks a trie of its pieces)."""
         batches = iter(batches)
         while group := list(_take_texts(batches, GROUP_TEXTS)):
             texts = [text for batch in group for text in batch]
