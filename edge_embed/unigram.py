@@ -92,7 +92,8 @@ class UnigramTokenizer:
         self._special_ids = {token: self._id(token) for token in special}
         # Every call's model starts with the special tokens, the unknown piece and the lowest-scoring
         # piece (an unknown character scores the vocabulary's lowest score minus 10), at fixed ids.
-        head = list(dict.fromkeys([*special, self._piece(unk_id), self._piece(self._scores.index(min(self._scores)))]))
+        lowest = int(np.argmin(self._scores_by_id))  # (the first, as list.index(min(...)) would give)
+        head = list(dict.fromkeys([*special, self._piece(unk_id), self._piece(lowest)]))
         self._head = [bisect_left(self._sorted, piece) for piece in head]
         self._local_unk = head.index(self._piece(unk_id))
         # The normalizer and the template come from tokenizers itself; the template's ids are the head's.
@@ -123,7 +124,7 @@ class UnigramTokenizer:
         return self._order[position]
 
     def _piece(self, piece_id: int) -> str:
-        return self._sorted[self._order.index(piece_id)]
+        return self._sorted[int(np.flatnonzero(self._ids == piece_id)[0])]
 
     @classmethod
     def from_file(cls, path: Path) -> UnigramTokenizer:
