@@ -8,6 +8,8 @@ adds a piece the text does not contain, which tokenizers' Viterbi search never r
 """
 from __future__ import annotations
 
+from bisect import bisect_left
+
 import numpy as np
 
 BASE = np.uint64(0x100000001B3)  # a substring's hash: sum of code point k * BASE**k, modulo 2**64
@@ -116,3 +118,21 @@ class PieceFinder:
             hit = self._hashes[at] == hashes
             found[self._pieces[at[hit]]] = True
             at += 1
+
+
+def find_by_bisect(pieces: list[str], text: str, longest: int) -> list[int]:
+    """Positions in the sorted `pieces` of those that occur in `text`'s lines, exactly. From each
+    start, longer substrings until no piece begins with one: the first piece at or after a substring
+    (bisect) begins with it if any does. No table to build, and faster than PieceFinder on a few
+    words (a query, the first text after loading)."""
+    found = set()
+    for word in text.split("\n"):
+        for start in range(len(word)):
+            for end in range(start + 1, min(len(word), start + longest) + 1):
+                substring = word[start:end]
+                at = bisect_left(pieces, substring)
+                if at == len(pieces) or not pieces[at].startswith(substring):
+                    break
+                if pieces[at] == substring:
+                    found.add(at)
+    return sorted(found)

@@ -18,6 +18,7 @@ import base64
 import json
 import re
 import sys
+import threading
 from array import array
 from bisect import bisect_left
 from collections import deque
@@ -30,7 +31,7 @@ import numpy as np
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 
 from edge_embed.errors import BundleError
-from edge_embed.piece_finder import PieceFinder
+from edge_embed.piece_finder import PieceFinder, find_by_bisect
 from edge_embed.session import release_freed_heap
 
 LEAN_TOKENIZER_FILE = "tokenizer.unigram.json"
@@ -41,6 +42,7 @@ PIPELINE_TEXTS = 256  # texts from which encode_batches builds one model while t
 MODELS_AHEAD = 3  # models built and queued for the encoder thread while it runs (memory: ~10 MB each)
 MIN_CLUSTER = 64  # texts of a script that get a model of their own
 CLUSTER_CHARS = 256  # a text's script is read from its head: any grouping is exact, this one is fast
+BISECT_CHARS = 512  # until a batch has more words than this (~1 ms by bisect), no PieceFinder is built
 SEPARATOR = "\n"  # between pieces in the file; the exporter refuses vocabularies with a piece that has one
 
 
@@ -86,7 +88,9 @@ class UnigramTokenizer:
             raise ValueError("pieces, ids and scores do not match")
         self._ids = np.frombuffer(self._order, dtype=np.int32)  # the same memory, for numpy's indexing
         self._scores_by_id = np.frombuffer(self._scores, dtype=np.float64)
-        self._finder: PieceFinder | None = None  # built by from_file once the file's data is freed
+        self._longest = int(data["longest"])
+        self._finder: PieceFinder | None = None  # built for the first batch of more than a few words
+        self._finder_lock = threading.Lock()
         unk_id = int(data["unk_id"])
         special = list(dict.fromkeys(data["special_tokens"]))
         self._special_ids = {token: self._id(token) for token in special}
@@ -137,9 +141,15 @@ class UnigramTokenizer:
             raise BundleError(f"{path}: {exc}; re-export the bundle") from exc
         del data
         release_freed_heap()  # the file's text and JSON strings: 51 -> 37 MB of RSS kept after loading
-        tokenizer._finder = PieceFinder(tokenizer._sorted)  # its ~20 MB of scratch arrays after that, not on top
-        release_freed_heap()
         return tokenizer
+
+    def _piece_finder(self) -> PieceFinder:
+        """The hash table of the pieces (~7 MB, ~50 ms to build), made when a batch first needs it."""
+        with self._finder_lock:
+            if self._finder is None:
+                self._finder = PieceFinder(self._sorted)
+                release_freed_heap()  # its ~20 MB of scratch arrays
+            return self._finder
 
     def encode_batch(self, texts: list[str], add_special_tokens: bool = True) -> list[LeanEncoding]:
         """tokenizers.Tokenizer.encode_batch with a Unigram model of only the pieces that occur in
@@ -237,9 +247,14 @@ class UnigramTokenizer:
 
     def _model_pieces(self, texts: list[str]) -> tuple[list[tuple[str, float]], np.ndarray]:
         """(piece, score) of the head and of every piece in the texts' words, and each one's vocabulary id."""
-        found = self._finder.find(self._words(texts))
-        found[self._head] = False
-        positions = np.concatenate([self._head, np.flatnonzero(found)])
+        words = self._words(texts)
+        if self._finder is None and len(words) <= BISECT_CHARS:  # a few words: not worth building the table for
+            found = [at for at in find_by_bisect(self._sorted, words, self._longest) if at not in self._head]
+            positions = np.array(self._head + found, dtype=np.intp)  # (np.setdiff1d's first call: 11 ms)
+        else:
+            found = self._piece_finder().find(words)
+            found[self._head] = False
+            positions = np.concatenate([self._head, np.flatnonzero(found)])
         ids = self._ids[positions]
         pieces = list(zip(map(self._sorted.__getitem__, positions.tolist()), self._scores_by_id[ids].tolist()))
         return pieces, ids.astype(np.int64)

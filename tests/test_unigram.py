@@ -27,12 +27,26 @@ V2 = "nomic-v2moe-tiny"
 
 
 @pytest.fixture(scope="module")
-def xlmr(tmp_path_factory) -> tuple[Tokenizer, UnigramTokenizer]:
-    """The reference (tokenizers) and the lean tokenizer for XLM-R's tokenizer.json."""
-    source = tokenizer_source(V2)
+def lean_file(tmp_path_factory) -> Path:
     lean = tmp_path_factory.mktemp("lean") / LEAN_TOKENIZER_FILE
-    assert write_lean_tokenizer(source, lean)
-    return Tokenizer.from_file(str(source)), UnigramTokenizer.from_file(lean)
+    assert write_lean_tokenizer(tokenizer_source(V2), lean)
+    return lean
+
+
+@pytest.fixture(scope="module")
+def xlmr(lean_file) -> tuple[Tokenizer, UnigramTokenizer]:
+    """The reference (tokenizers) and the lean tokenizer for XLM-R's tokenizer.json, its pieces found
+    with the hash table (PieceFinder) whatever the batch."""
+    lean = UnigramTokenizer.from_file(lean_file)
+    lean._piece_finder()
+    return Tokenizer.from_file(str(tokenizer_source(V2))), lean
+
+
+@pytest.fixture(scope="module")
+def xlmr_by_bisect(lean_file) -> tuple[Tokenizer, UnigramTokenizer]:
+    """The same, as loaded: until a batch has more than BISECT_CHARS of words, pieces found by bisect
+    (the tests give it no more, and check that it built no table)."""
+    return Tokenizer.from_file(str(tokenizer_source(V2))), UnigramTokenizer.from_file(lean_file)
 
 
 def differences(xlmr, texts: list[str]) -> list[tuple[str, object, object]]:
@@ -71,7 +85,7 @@ def test_same_tokens_as_tokenizers_on_every_evaluation_text(xlmr):
     assert differences(xlmr, texts) == []
 
 
-def test_same_tokens_on_the_v2_fixture_texts_and_edge_cases(xlmr):
+def test_same_tokens_on_the_v2_fixture_texts_and_edge_cases(xlmr, xlmr_by_bisect):
     cases = [
         *fixture_texts(V2),
         "", " ", "   ", "x  ", "  lead", "a\tb\n\nc", "Hello  world", "\u3000全角\u3000スペース",
@@ -80,6 +94,11 @@ def test_same_tokens_on_the_v2_fixture_texts_and_edge_cases(xlmr):
         "unknown \U000e0041\U000e0042 tags", "x" * 600, "ก" * 300,
     ]
     assert differences(xlmr, cases) == []
+    _, lean = xlmr_by_bisect
+    small = [text for text in cases if len(lean._words([text])) <= unigram.BISECT_CHARS]
+    assert len(small) == len(cases) - 1  # all but "x" * 600
+    assert [found for text in small for found in differences(xlmr_by_bisect, [text])] == []
+    assert lean._finder is None  # each was found by bisect
 
 
 PIECES = ["<s>", "</s>", "<pad>", "<unk>", "<mask>", " ", "  ", "\u3000", "\t", "\n", "▁", "\u200b", "ﬁ", "Ａ"]
@@ -88,8 +107,10 @@ PIECES = ["<s>", "</s>", "<pad>", "<unk>", "<mask>", " ", "  ", "\u3000", "\t", 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(st.text(max_size=12), st.sampled_from(PIECES),
                           st.text(alphabet=st.characters(codec="utf-8"), max_size=8)), max_size=6))
-def test_same_tokens_on_random_unicode(xlmr, parts):
+def test_same_tokens_on_random_unicode(xlmr, xlmr_by_bisect, parts):
     assert differences(xlmr, ["".join(parts)]) == []
+    assert differences(xlmr_by_bisect, ["".join(parts)]) == []
+    assert xlmr_by_bisect[1]._finder is None
 
 
 def _pieces_in(text: str, pieces: set[str], longest: int) -> set[str]:
@@ -99,7 +120,7 @@ def _pieces_in(text: str, pieces: set[str], longest: int) -> set[str]:
 
 def test_the_piece_finder_finds_every_piece_a_text_holds(xlmr, monkeypatch):
     _, lean = xlmr
-    finder, pieces = lean._finder, lean._sorted
+    finder, pieces = lean._piece_finder(), lean._sorted
     vocabulary = set(pieces)
     text = "\n".join(["▁" + word for text in fixture_texts(V2) for word in text.split()]
                      + ["▁🙂🙃", "▁\U000e0041x", "ﬁne", "▁" + "ก" * 40, "▁" + "x" * 30])
@@ -108,6 +129,7 @@ def test_the_piece_finder_finds_every_piece_a_text_holds(xlmr, monkeypatch):
     expected = _pieces_in(text, vocabulary, finder.longest)
     assert len(expected) > 500 and any(len(piece) > 8 for piece in expected)
     assert expected <= found and len(found - expected) <= 2  # more only where a hash collides
+    assert [pieces[i] for i in piece_finder.find_by_bisect(pieces, text, finder.longest)] == sorted(expected)
     few = sorted(["a", "ab", "abc", "🙂", "x🙂y", "▁ab", "é"])  # and characters outside the BMP
     hits = piece_finder.PieceFinder(few).find("▁abx🙂y\nzé")
     assert {piece for piece, hit in zip(few, hits) if hit} == {"a", "ab", "▁ab", "🙂", "x🙂y", "é"}
