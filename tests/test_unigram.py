@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,18 @@ def test_batches_grouped_and_split_by_script_give_tokenizers_tokens(xlmr, monkey
                 assert have.id_array.dtype == np.int64 and have.id_array.tolist() == want.ids
     assert lean.encode("a <s> b", add_special_tokens=False).ids == reference.encode("a <s> b",
                                                                                     add_special_tokens=False).ids
+
+
+def test_threads_sharing_one_lean_tokenizer_get_tokenizers_tokens(xlmr, lean_file):
+    reference, _ = xlmr
+    lean = UnigramTokenizer.from_file(lean_file)  # no hash table yet: the large batches race to build it
+    texts = [f"{text} {i}" for i in range(120) for text in fixture_texts(V2)]
+    jobs = [texts[i::4] for i in range(4)] + [[text] for text in texts[:28]]  # large and one-text batches
+    assert max(len(lean._words(job)) for job in jobs) > unigram.BISECT_CHARS
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda job: [encoding.ids for encoding in lean.encode_batch(job)], jobs))
+    assert got == [[encoding.ids for encoding in reference.encode_batch(job)] for job in jobs]
+    assert lean._finder is not None
 
 
 def test_texts_cluster_by_the_block_of_their_highest_character(monkeypatch):
