@@ -42,7 +42,8 @@ PIPELINE_TEXTS = 256  # texts from which encode_batches builds one model while t
 MODELS_AHEAD = 3  # models built and queued for the encoder thread while it runs (memory: ~10 MB each)
 MIN_CLUSTER = 64  # texts of a script that get a model of their own
 CLUSTER_CHARS = 256  # a text's script is read from its head: any grouping is exact, this one is fast
-BISECT_CHARS = 512  # until a batch has more words than this (~1 ms by bisect), no PieceFinder is built
+BISECT_CHARS = 512  # a batch's words up to this many characters are looked up by bisect (~1 ms at most)
+CACHED_WORDS = 16_384  # words whose pieces a query's lookup remembers (~4 MB at most): queries repeat words
 SEPARATOR = "\n"  # between pieces in the file; the exporter refuses vocabularies with a piece that has one
 
 
@@ -91,6 +92,7 @@ class UnigramTokenizer:
         self._longest = int(data["longest"])
         self._finder: PieceFinder | None = None  # built for the first batch of more than a few words
         self._finder_lock = threading.Lock()
+        self._pieces_of_word: dict[str, list[int]] = {}  # positions of each word's pieces, for short calls
         unk_id = int(data["unk_id"])
         special = list(dict.fromkeys(data["special_tokens"]))
         self._special_ids = {token: self._id(token) for token in special}
@@ -248,9 +250,9 @@ class UnigramTokenizer:
     def _model_pieces(self, texts: list[str]) -> tuple[list[tuple[str, float]], np.ndarray]:
         """(piece, score) of the head and of every piece in the texts' words, and each one's vocabulary id."""
         words = self._words(texts)
-        if self._finder is None and len(words) <= BISECT_CHARS:  # a few words: not worth building the table for
-            found = [at for at in find_by_bisect(self._sorted, words, self._longest) if at not in self._head]
-            positions = np.array(self._head + found, dtype=np.intp)  # (np.setdiff1d's first call: 11 ms)
+        if len(words) <= BISECT_CHARS:  # a few words (a query): the table's fixed cost is more than bisect's
+            found = set().union(*map(self._word_pieces, words.split("\n"))).difference(self._head)
+            positions = np.array(self._head + sorted(found), dtype=np.intp)  # (np.setdiff1d's first call: 11 ms)
         else:
             found = self._piece_finder().find(words)
             found[self._head] = False
@@ -258,6 +260,15 @@ class UnigramTokenizer:
         ids = self._ids[positions]
         pieces = list(zip(map(self._sorted.__getitem__, positions.tolist()), self._scores_by_id[ids].tolist()))
         return pieces, ids.astype(np.int64)
+
+    def _word_pieces(self, word: str) -> list[int]:
+        """Positions of the pieces in one word, remembered for the next calls (all forgotten when full)."""
+        found = self._pieces_of_word.get(word)
+        if found is None:
+            if len(self._pieces_of_word) >= CACHED_WORDS:
+                self._pieces_of_word.clear()
+            found = self._pieces_of_word[word] = find_by_bisect(self._sorted, word, self._longest)
+        return found
 
     def _words(self, texts: list[str]) -> str:
         """The texts' words, one per line, as the Unigram model will see them: the text between
@@ -275,6 +286,8 @@ def _clusters(texts: list[str]) -> list[list[int]]:
     CLUSTER_CHARS (max over a whole passage costs 30 ms per 10,000 texts, and its head tells the script): mostly
     texts of one script, often of one language (Spanish has no ş, Turkish no ñ), whose words share
     pieces. Blocks with fewer than MIN_CLUSTER texts go together."""
+    if len(texts) < MIN_CLUSTER:  # no block can have MIN_CLUSTER texts: one cluster, as below, without numpy
+        return [list(range(len(texts)))] if texts else []
     heads = [text[:CLUSTER_CHARS] for text in texts]
     lengths = np.fromiter(map(len, heads), dtype=np.intp, count=len(heads))
     codes = np.frombuffer("".join(heads).encode("utf-32-le"), dtype=np.uint32)

@@ -159,6 +159,16 @@ def test_batches_grouped_and_split_by_script_give_tokenizers_tokens(xlmr, monkey
                                                                                     add_special_tokens=False).ids
 
 
+def test_short_calls_remember_each_words_pieces_within_a_bound(xlmr_by_bisect, monkeypatch):
+    reference, lean = xlmr_by_bisect
+    monkeypatch.setattr(unigram, "CACHED_WORDS", 8)
+    texts = [f"{text} {i}" for i in range(3) for text in fixture_texts(V2)]
+    for text in texts + texts:  # the second time partly from remembered words
+        assert (lean.encode(text).ids, lean.encode(text).offsets) == (reference.encode(text).ids,
+                                                                       reference.encode(text).offsets)
+        assert 0 < len(lean._pieces_of_word) <= 8
+
+
 def test_threads_sharing_one_lean_tokenizer_get_tokenizers_tokens(xlmr, lean_file):
     reference, _ = xlmr
     lean = UnigramTokenizer.from_file(lean_file)  # no hash table yet: the large batches race to build it
