@@ -92,7 +92,7 @@ class UnigramTokenizer:
         self._longest = int(data["longest"])
         self._finder: PieceFinder | None = None  # built for the first batch of more than a few words
         self._finder_lock = threading.Lock()
-        self._pieces_of_word: dict[str, list[int]] = {}  # positions of each word's pieces, for short calls
+        self._pieces_of_word: dict[str, array] = {}  # positions of each word's pieces, for short calls
         unk_id = int(data["unk_id"])
         special = list(dict.fromkeys(data["special_tokens"]))
         self._special_ids = {token: self._id(token) for token in special}
@@ -261,13 +261,14 @@ class UnigramTokenizer:
         pieces = list(zip(map(self._sorted.__getitem__, positions.tolist()), self._scores_by_id[ids].tolist()))
         return pieces, ids.astype(np.int64)
 
-    def _word_pieces(self, word: str) -> list[int]:
-        """Positions of the pieces in one word, remembered for the next calls (all forgotten when full)."""
+    def _word_pieces(self, word: str) -> array:
+        """Positions of the pieces in one word, remembered for the next calls (all forgotten when full;
+        an array: a list's int objects would take 3x the memory)."""
         found = self._pieces_of_word.get(word)
         if found is None:
             if len(self._pieces_of_word) >= CACHED_WORDS:
                 self._pieces_of_word.clear()
-            found = self._pieces_of_word[word] = find_by_bisect(self._sorted, word, self._longest)
+            found = self._pieces_of_word[word] = array("i", find_by_bisect(self._sorted, word, self._longest))
         return found
 
     def _words(self, texts: list[str]) -> str:
