@@ -159,8 +159,9 @@ def test_batches_grouped_and_split_by_script_give_tokenizers_tokens(xlmr, monkey
                                                                                     add_special_tokens=False).ids
 
 
-def test_short_calls_remember_each_words_pieces_within_a_bound(xlmr_by_bisect, monkeypatch):
-    reference, lean = xlmr_by_bisect
+def test_short_calls_remember_each_words_pieces_within_a_bound(xlmr, lean_file, monkeypatch):
+    reference, _ = xlmr
+    lean = UnigramTokenizer.from_file(lean_file)  # nothing remembered yet
     monkeypatch.setattr(unigram, "CACHED_WORDS", 8)
     texts = [f"{text} {i}" for i in range(3) for text in fixture_texts(V2)]
     for text in texts + texts:  # the second time partly from remembered words
