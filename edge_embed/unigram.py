@@ -42,8 +42,9 @@ PIPELINE_TEXTS = 256  # texts from which encode_batches builds one model while t
 MODELS_AHEAD = 3  # models built and queued for the encoder thread while it runs (memory: ~10 MB each)
 MIN_CLUSTER = 64  # texts of a script that get a model of their own
 CLUSTER_CHARS = 256  # a text's script is read from its head: any grouping is exact, this one is fast
-BISECT_CHARS = 512  # a batch's words up to this many characters are looked up by bisect (~1 ms at most)
+BISECT_CHARS = 512  # a batch with up to this many characters of words builds no table (bisect: ~1 ms at most)
 CACHED_WORDS = 16_384  # words whose pieces a query's lookup remembers (~4 MB at most): queries repeat words
+TABLE_NEW_CHARS = 96  # new words' characters past which the hash table (~0.15 ms) beats bisect (~2.5 us each)
 SEPARATOR = "\n"  # between pieces in the file; the exporter refuses vocabularies with a piece that has one
 
 
@@ -250,25 +251,34 @@ class UnigramTokenizer:
     def _model_pieces(self, texts: list[str]) -> tuple[list[tuple[str, float]], np.ndarray]:
         """(piece, score) of the head and of every piece in the texts' words, and each one's vocabulary id."""
         words = self._words(texts)
-        if len(words) <= BISECT_CHARS:  # a few words (a query): the table's fixed cost is more than bisect's
-            found = set().union(*map(self._word_pieces, words.split("\n"))).difference(self._head)
-            positions = np.array(self._head + sorted(found), dtype=np.intp)  # (np.setdiff1d's first call: 11 ms)
+        found = self._remembered_pieces(words) if len(words) <= BISECT_CHARS else None  # a few words: no table
+        if found is not None:
+            positions = np.array(self._head + sorted(found.difference(self._head)), dtype=np.intp)
         else:
-            found = self._piece_finder().find(words)
-            found[self._head] = False
-            positions = np.concatenate([self._head, np.flatnonzero(found)])
+            hits = self._piece_finder().find(words)
+            hits[self._head] = False
+            positions = np.concatenate([self._head, np.flatnonzero(hits)])
         ids = self._ids[positions]
         pieces = list(zip(map(self._sorted.__getitem__, positions.tolist()), self._scores_by_id[ids].tolist()))
         return pieces, ids.astype(np.int64)
 
-    def _word_pieces(self, word: str) -> array:
-        """Positions of the pieces in one word, remembered for the next calls (all forgotten when full;
-        an array: a list's int objects would take 3x the memory)."""
-        found = self._pieces_of_word.get(word)
-        if found is None:
-            if len(self._pieces_of_word) >= CACHED_WORDS:
-                self._pieces_of_word.clear()
-            found = self._pieces_of_word[word] = array("i", find_by_bisect(self._sorted, word, self._longest))
+    def _remembered_pieces(self, words: str) -> set[int] | None:
+        """Positions of the pieces in a few words (one per line): remembered words' from memory, new
+        ones by bisect, then remembered (all forgotten when full; arrays: a list's int objects would
+        take 3x the memory). None where the hash table exists and the new words are more than bisect
+        does faster: the caller uses the table then."""
+        remembered = self._pieces_of_word
+        split = words.split("\n")
+        known = [remembered.get(word) for word in split]
+        new = [word for word, pieces in zip(split, known) if pieces is None]
+        if self._finder is not None and sum(map(len, new)) > TABLE_NEW_CHARS:
+            return None
+        found = set().union(*(pieces for pieces in known if pieces is not None))
+        for word in new:
+            if len(remembered) >= CACHED_WORDS:
+                remembered.clear()
+            remembered[word] = pieces = array("i", find_by_bisect(self._sorted, word, self._longest))
+            found.update(pieces)
         return found
 
     def _words(self, texts: list[str]) -> str:

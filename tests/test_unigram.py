@@ -100,6 +100,8 @@ def test_same_tokens_on_the_v2_fixture_texts_and_edge_cases(xlmr, xlmr_by_bisect
     assert len(small) == len(cases) - 1  # all but "x" * 600
     assert [found for text in small for found in differences(xlmr_by_bisect, [text])] == []
     assert lean._finder is None  # each was found by bisect
+    # with the table built: bisect for a few new words, the table for more ("ก" * 300 is one word of 301)
+    assert [found for text in small for found in differences(xlmr, [text])] == []
 
 
 PIECES = ["<s>", "</s>", "<pad>", "<unk>", "<mask>", " ", "  ", "\u3000", "\t", "\n", "▁", "\u200b", "ﬁ", "Ａ"]
