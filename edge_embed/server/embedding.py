@@ -19,8 +19,10 @@ from edge_embed.server.registry import Limits, Registry, ServedModel
 from edge_embed.server.worker import QueueFull
 
 OUTPUT_FORMATS = ("float", "base64", "binary", "binary_base64")
-# Requests up to this many characters (or token ids) are tokenized on the event loop: ~0.1 ms at most,
-# less than handing them to a thread and back; bigger ones go to a thread so the loop keeps answering.
+# Requests up to this many characters (or token ids) are tokenized on the event loop: WordPiece ~0.1 ms at
+# 200 characters and ~1 ms at 2,000, the lean XLM-R tokenizer ~0.3-0.9 and ~3 ms, where a hop to a thread and
+# back cost an idle server's short query 1-3 ms (BENCHMARKS.md, Serve); bigger ones go to a thread so the
+# loop keeps answering.
 INLINE_TOKENIZE_CHARS = 2000
 CLIENT_GONE = 499  # nginx's "client closed request": counted in the metrics, never read by anyone
 
