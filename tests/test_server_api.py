@@ -9,8 +9,10 @@ import httpx
 import numpy as np
 import pytest
 from serving import Server, make_texts
+from tokenizers import Tokenizer
 
 from edge_embed import Embedder
+from edge_embed.unigram import UnigramTokenizer
 
 openai = pytest.importorskip("openai")
 ollama = pytest.importorskip("ollama")
@@ -27,6 +29,7 @@ def served(bundle, tmp_path_factory):
                 log_dir=tmp_path_factory.mktemp("serve")) as server:
         server.v15 = Embedder(v15, precision="fp32")
         server.moe = Embedder(moe, precision="fp32")
+        server.moe_bundle = moe
         server.v15_name = v15.name
         yield server
 
@@ -104,6 +107,14 @@ def test_tei_routes(served):
     tokens = httpx.post(served.url + "/tokenize", json={"inputs": texts[0]}, timeout=60).json()
     assert [t["id"] for t in tokens[0]] == encoded.sequences[0].tolist()
     assert tokens[0][0]["special"] and not tokens[0][1]["special"]
+    # v2-moe's lean tokenizer over the route: tokenizer.json's ids, pieces and offsets (the task prefix included)
+    text = "Ein Hafen, 港口 and a harbour"
+    reference = Tokenizer.from_file(str(served.moe_bundle / "tokenizer.json")).encode("search_query: " + text)
+    assert isinstance(served.moe.tokenizer.tokenizer, UnigramTokenizer)
+    body = {"inputs": text, "model": "moe", "prompt_name": "search_query"}
+    moe_tokens = httpx.post(served.url + "/tokenize", json=body, timeout=60).json()[0]
+    assert [(t["id"], t["text"], t["start"], t["stop"]) for t in moe_tokens] == [
+        (i, token, start, stop) for i, token, (start, stop) in zip(reference.ids, reference.tokens, reference.offsets)]
     info = httpx.get(served.url + "/info", timeout=60).json()
     assert info["model_id"] == served.v15_name and info["max_input_length"] == served.v15.max_length
     assert httpx.get(served.url + "/health", timeout=60).status_code == 200
