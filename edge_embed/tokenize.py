@@ -44,7 +44,7 @@ def _unencodable(texts: list[str], start: int) -> str:
 def _encode_batches(tokenizer, batches, offsets: bool):
     """encode_batch of each batch; the lean Unigram tokenizer builds one model for several of them.
     Without `offsets`, encode_batch_fast: the same ids, no offsets (10,000 multilingual texts with
-    `tokenizers`: 0.89-0.91x the time; BENCHMARKS.md, issue 18)."""
+    `tokenizers`: 0.89-0.93x the time; BENCHMARKS.md, issue 18)."""
     if isinstance(tokenizer, UnigramTokenizer):
         return tokenizer.encode_batches(batches, offsets=offsets)
     encode = tokenizer.encode_batch if offsets else tokenizer.encode_batch_fast
